@@ -1,0 +1,292 @@
+//! Everything Lianxin keeps on disk.
+//!
+//! The crate knows nothing of actors or sockets. Its API speaks of accounts, sessions, the county's
+//! directory (communities, grids, addresses), petitions with their timelines, and per-account
+//! event feeds; sled is an implementation detail behind [`Store`] so that another engine could
+//! replace it without touching the callers.
+//!
+//! Module map:
+//! - [`trees`]: every sled tree, declared in one list, and the big-endian key layout.
+//! - [`records`]: the storage-only records (accounts with password hashes, sessions).
+//! - [`accounts`]: accounts, logins and session tokens (stored only as hashes).
+//! - [`directory`]: communities, grids, their staff and the address → grid index.
+//! - [`petitions`]: petitions, their timelines, read marks, indexes and the atomic [`Commit`].
+//! - [`feed`]: per-account ordered event feeds with cursors.
+//! - [`durability`]: group commit: many writers share one flush to disk.
+//!
+//! Durability: a write is in memory until [`Store::durable`] returns; callers acknowledge a client
+//! only after that. See `docs/durability.md` for what sled's flush does and does not promise.
+
+pub mod accounts;
+pub mod directory;
+pub mod durability;
+pub mod feed;
+pub mod petitions;
+pub mod records;
+pub mod trees;
+
+use std::path::{Path, PathBuf};
+
+pub use petitions::{Commit, CommitResult, FeedItem};
+pub use records::{AccountRecord, SessionRecord};
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database open.
+    #[error(
+        "the data folder {path} is in use by another process (is another lianxin server running on it?)"
+    )]
+    Locked {
+        /// The data folder.
+        path: PathBuf,
+    },
+    /// The database was written by a newer version of Lianxin.
+    #[error("the database has schema version {found}; this build understands up to {supported}")]
+    SchemaTooNew {
+        /// Version found on disk.
+        found: u64,
+        /// Newest version this build knows.
+        supported: u64,
+    },
+    /// Stored bytes could not be decoded: the database is damaged.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The thing already exists (a login taken, an id reused).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The engine failed (I/O error, full disk, ...).
+    #[error("storage engine error: {0}")]
+    Engine(#[from] sled::Error),
+}
+
+impl From<prost::DecodeError> for StoreError {
+    fn from(e: prost::DecodeError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// Result of a storage operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Folder holding the database (created if missing).
+    pub path: PathBuf,
+    /// sled's page cache size in bytes (sled may use several times this; measure it).
+    pub cache_capacity: u64,
+    /// Node number put in the top 16 bits of every id, so that nodes never hand out the same id.
+    pub node_id: u16,
+}
+
+impl StoreConfig {
+    /// A configuration with defaults for the given folder.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            cache_capacity: 64 * 1024 * 1024,
+            node_id: 0,
+        }
+    }
+}
+
+/// The open database: cheap to clone, shared by every actor and session.
+#[derive(Clone)]
+pub struct Store {
+    /// The sled database itself.
+    db: sled::Db,
+    /// Handles on every tree.
+    trees: trees::Trees,
+    /// Shared group-commit flusher.
+    flusher: durability::Flusher,
+    /// Node number for ids.
+    node_id: u16,
+    /// Where the database lives.
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store, checking the schema version.
+    pub fn open(config: &StoreConfig) -> Result<Store> {
+        std::fs::create_dir_all(&config.path).map_err(|e| StoreError::Engine(e.into()))?;
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity)
+            // Durability comes from explicit group-commit flushes; sled's own timer is a backstop.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: config.path.clone(),
+                    }
+                }
+                other => StoreError::Engine(other),
+            })?;
+        let trees = trees::Trees::open(&db)?;
+        let store = Store {
+            flusher: durability::Flusher::new(db.clone()),
+            db,
+            trees,
+            node_id: config.node_id,
+            path: config.path.clone(),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// Opens a throw-away store in a temporary folder (for tests and benchmarks).
+    pub fn temporary() -> Result<Store> {
+        let db = sled::Config::new().temporary(true).open()?;
+        let trees = trees::Trees::open(&db)?;
+        let store = Store {
+            flusher: durability::Flusher::new(db.clone()),
+            db,
+            trees,
+            node_id: 0,
+            path: PathBuf::new(),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// The folder the database lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let meta = &self.trees.meta;
+        match meta.get(trees::META_SCHEMA_VERSION)? {
+            None => {
+                meta.insert(
+                    trees::META_SCHEMA_VERSION,
+                    &SCHEMA_VERSION.to_be_bytes()[..],
+                )?;
+                Ok(())
+            }
+            Some(v) => {
+                let found = trees::decode_u64(&v)?;
+                if found > SCHEMA_VERSION {
+                    Err(StoreError::SchemaTooNew {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    })
+                } else {
+                    // Migrations from older versions go here, one step at a time.
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// The schema version stored on disk.
+    pub fn schema_version(&self) -> Result<u64> {
+        match self.trees.meta.get(trees::META_SCHEMA_VERSION)? {
+            Some(v) => trees::decode_u64(&v),
+            None => Ok(0),
+        }
+    }
+
+    /// A new id, unique on this node across restarts, with the node number in the top 16 bits.
+    pub fn next_id(&self) -> Result<u64> {
+        // sled's ids start at 0; keep 0 free to mean "none" in the protocol.
+        let raw = self.db.generate_id()? + 1;
+        Ok((u64::from(self.node_id) << 48) | (raw & 0x0000_ffff_ffff_ffff))
+    }
+
+    /// Waits until every write made before the call is on disk (shared with concurrent callers).
+    pub async fn durable(&self) -> Result<()> {
+        self.flusher.flush().await
+    }
+
+    /// Flushes everything to disk now, blocking the calling thread.
+    pub fn flush_blocking(&self) -> Result<usize> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Reads a flag or small value of the metadata tree.
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.trees.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a flag or small value of the metadata tree.
+    pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.trees.meta.insert(key.as_bytes(), value)?;
+        Ok(())
+    }
+
+    /// Approximate size of the database on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_of_the_same_folder_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        let _first = Store::open(&config).unwrap();
+        let err = Store::open(&config).err().unwrap();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another process"));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        {
+            let store = Store::open(&config).unwrap();
+            assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+            store
+                .trees
+                .meta
+                .insert(trees::META_SCHEMA_VERSION, &99u64.to_be_bytes()[..])
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let err = Store::open(&config).err().unwrap();
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }));
+    }
+
+    #[test]
+    fn ids_are_unique_and_carry_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.node_id = 3;
+        let store = Store::open(&config).unwrap();
+        let a = store.next_id().unwrap();
+        let b = store.next_id().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a >> 48, 3);
+        assert!(a & 0xffff_ffff_ffff > 0);
+    }
+
+    #[test]
+    fn ids_stay_unique_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        let before = {
+            let store = Store::open(&config).unwrap();
+            (0..10).map(|_| store.next_id().unwrap()).max().unwrap()
+        };
+        let store = Store::open(&config).unwrap();
+        assert!(store.next_id().unwrap() > before);
+    }
+}

@@ -5,7 +5,10 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/lianxin/v1/model.proto", "proto/lianxin/v1/frames.proto"];
+const PROTOS: &[&str] = &[
+    "proto/lianxin/v1/model.proto",
+    "proto/lianxin/v1/frames.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -20,6 +20,7 @@ pub mod v1 {
 pub const SUBPROTOCOL: &str = "lianxin.v1";
 
 /// The compiled descriptor set of all `.proto` files (for reflection and tooling).
-pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lianxin_descriptor.bin"));
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/lianxin_descriptor.bin"));
 
 pub use codec::{DecodeError, Wire};

@@ -5,7 +5,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::records::{AccountRecord, SessionRecord};
-use crate::trees::{key1, key2, key_bytes};
+use crate::trees::{key_bytes, key1, key2};
 use crate::{Result, Store, StoreError};
 
 /// Lower-cases and trims a login so that "Wang" and "wang " are one account.
@@ -27,7 +27,11 @@ impl Store {
         let login = normalise_login(&account.login);
         let bytes = account.encode_to_vec();
         let staff = account.is_grid_staff() && account.grid_id != 0;
-        (&t.accountid_account, &t.login_accountid, &t.gridid_accountid)
+        (
+            &t.accountid_account,
+            &t.login_accountid,
+            &t.gridid_accountid,
+        )
             .transaction(|(accounts, logins, grid_staff)| {
                 if logins.get(login.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
@@ -201,7 +205,15 @@ mod tests {
         };
         store.put_session(&[1; 32], &s).unwrap();
         store.put_session(&[2; 32], &s).unwrap();
-        store.put_session(&[3; 32], &SessionRecord { account_id: 6, ..s.clone() }).unwrap();
+        store
+            .put_session(
+                &[3; 32],
+                &SessionRecord {
+                    account_id: 6,
+                    ..s.clone()
+                },
+            )
+            .unwrap();
         assert!(store.delete_session(&[1; 32]).unwrap());
         assert!(store.session(&[1; 32]).unwrap().is_none());
         assert_eq!(store.delete_sessions_of(5).unwrap(), 1);

@@ -94,10 +94,10 @@ impl Store {
         let key = normalise_address(address);
         let mut end = key.len();
         while end > 0 {
-            if key.is_char_boundary(end) {
-                if let Some(v) = self.trees.address_gridid.get(&key.as_bytes()[..end])? {
-                    return Ok(Some(decode_u64(&v)?));
-                }
+            if key.is_char_boundary(end)
+                && let Some(v) = self.trees.address_gridid.get(&key.as_bytes()[..end])?
+            {
+                return Ok(Some(decode_u64(&v)?));
             }
             end -= 1;
         }
@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn addresses_match_despite_spacing_and_full_width_digits() {
-        assert_eq!(normalise_address(" 幸福路 12号 "), normalise_address("幸福路１２号"));
+        assert_eq!(
+            normalise_address(" 幸福路 12号 "),
+            normalise_address("幸福路１２号")
+        );
         assert_eq!(normalise_address("Xingfu Rd. 12"), "xingfurd12");
     }
 
@@ -135,7 +138,12 @@ mod tests {
     #[test]
     fn grids_and_communities_round_trip() {
         let store = Store::temporary().unwrap();
-        store.put_community(&Community { id: 1, name: "幸福社区".into() }).unwrap();
+        store
+            .put_community(&Community {
+                id: 1,
+                name: "幸福社区".into(),
+            })
+            .unwrap();
         let grid = Grid {
             id: 10,
             community_id: 1,

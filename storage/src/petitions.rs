@@ -8,7 +8,7 @@ use prost::Message;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::trees::{commit_idx as ix, decode_u64, key1, key2, key_bytes, second_u64};
+use crate::trees::{commit_idx as ix, decode_u64, key_bytes, key1, key2, second_u64};
 use crate::{Result, Store, StoreError};
 
 /// Everything one change to a petition writes, atomically.
@@ -143,10 +143,10 @@ impl Store {
         let trees = self.trees.petition_commit_set();
 
         let outcome = trees.as_slice().transaction(|t| {
-            if let (Some(key), Some(_)) = (&idem_key, &c.idempotency) {
-                if let Some(ack) = t[ix::IDEMPOTENCY].get(key)? {
-                    return Ok(CommitResult::Duplicate(ack.to_vec()));
-                }
+            if let (Some(key), Some(_)) = (&idem_key, &c.idempotency)
+                && let Some(ack) = t[ix::IDEMPOTENCY].get(key)?
+            {
+                return Ok(CommitResult::Duplicate(ack.to_vec()));
             }
             let old = match t[ix::PETITION].get(key1(p.id))? {
                 Some(v) => match Petition::decode(&*v) {
@@ -160,10 +160,11 @@ impl Store {
                 t[ix::ENTRY].insert(&key[..], bytes.as_slice())?;
             }
             // Keep the assignee index in step with the petition.
-            if let Some(old) = &old {
-                if needs_assignee(old.state) && old.assignee_id != 0 {
-                    t[ix::ASSIGNEE_PETITION].remove(&key2(old.assignee_id, p.id))?;
-                }
+            if let Some(old) = &old
+                && needs_assignee(old.state)
+                && old.assignee_id != 0
+            {
+                t[ix::ASSIGNEE_PETITION].remove(&key2(old.assignee_id, p.id))?;
             }
             if needs_assignee(p.state) && p.assignee_id != 0 {
                 t[ix::ASSIGNEE_PETITION].insert(&key2(p.assignee_id, p.id), &[][..])?;
@@ -246,17 +247,20 @@ impl Store {
         keep: impl Fn(&Petition) -> bool,
     ) -> Result<Vec<Petition>> {
         let start = key2(account_id, 0);
-        let end = key2(account_id, if before_id == 0 { u64::MAX } else { before_id });
+        let end = key2(
+            account_id,
+            if before_id == 0 { u64::MAX } else { before_id },
+        );
         let mut out = Vec::new();
         for item in self.trees.accountid_petitionid.range(start..end).rev() {
             let (k, _) = item?;
             let id = second_u64(&k)?;
-            if let Some(p) = self.petition(id)? {
-                if keep(&p) {
-                    out.push(p);
-                    if out.len() >= limit {
-                        break;
-                    }
+            if let Some(p) = self.petition(id)?
+                && keep(&p)
+            {
+                out.push(p);
+                if out.len() >= limit {
+                    break;
                 }
             }
         }
@@ -266,7 +270,11 @@ impl Store {
     /// Petitions waiting for this worker to act (not resolved, closed or withdrawn).
     pub fn assigned_to(&self, assignee_id: u64) -> Result<Vec<Petition>> {
         let mut out = Vec::new();
-        for item in self.trees.assigneeid_petitionid.scan_prefix(key1(assignee_id)) {
+        for item in self
+            .trees
+            .assigneeid_petitionid
+            .scan_prefix(key1(assignee_id))
+        {
             let (k, _) = item?;
             if let Some(p) = self.petition(second_u64(&k)?)? {
                 out.push(p);

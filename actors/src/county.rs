@@ -1,0 +1,446 @@
+//! The county: the running domain. It starts a grid actor per grid (each starting its worker
+//! actors), routes requests to the right grid and petition actor, answers read-only queries
+//! straight from storage with the same access rules, and owns the live-delivery [`Hub`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lianxin_protocol::v1::{
+    Category, Channel, GridInfo, HistoryPage, Petition, PetitionPage, PetitionState, Role,
+    SubmitPetition, WorkerInfo,
+};
+use lianxin_storage::{AccountRecord, Store};
+use parking_lot::RwLock;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+
+use crate::clock::SharedClock;
+use crate::domain::access::{self, Caller};
+use crate::error::{DomainError, DomainResult};
+use crate::grid::{GridActor, GridMsg, NewPetition};
+use crate::hub::Hub;
+use crate::petition::{CallerInfo, PetitionCall, PetitionMsg, PetitionReply, PetitionRequest};
+use crate::worker::WorkerMsg;
+
+/// Limits and timeouts of the domain.
+#[derive(Debug, Clone)]
+pub struct DomainSettings {
+    /// Longest message text, in characters.
+    pub max_text_chars: usize,
+    /// Longest petition title, in characters.
+    pub max_title_chars: usize,
+    /// How long a request waits for an actor before it fails as unavailable.
+    pub call_timeout: Duration,
+}
+
+impl Default for DomainSettings {
+    fn default() -> Self {
+        DomainSettings {
+            max_text_chars: 4000,
+            max_title_chars: 100,
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared domain context (see [`County`]).
+struct Inner {
+    /// The database.
+    store: Store,
+    /// The one source of time.
+    clock: SharedClock,
+    /// Live sessions by account.
+    hub: Hub,
+    /// Limits.
+    settings: DomainSettings,
+    /// Grid actors by grid id.
+    grids: RwLock<HashMap<u64, ActorRef<GridMsg>>>,
+}
+
+/// Handle on the running domain; cheap to clone.
+#[derive(Clone)]
+pub struct County(Arc<Inner>);
+
+impl std::fmt::Debug for County {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("County").finish_non_exhaustive()
+    }
+}
+
+/// Builds the caller from an account record.
+pub fn caller_of(account: &AccountRecord) -> CallerInfo {
+    CallerInfo {
+        caller: Caller {
+            account_id: account.id,
+            role: account.role(),
+            community_id: account.community_id,
+            grid_id: account.grid_id,
+        },
+        display_name: account.display_name.clone(),
+    }
+}
+
+const PAGE_DEFAULT: usize = 20;
+const PAGE_MAX: usize = 100;
+const HISTORY_DEFAULT: usize = 50;
+const HISTORY_MAX: usize = 200;
+
+fn page_size(asked: u32, default: usize, max: usize) -> usize {
+    match asked {
+        0 => default,
+        n => (n as usize).min(max),
+    }
+}
+
+impl County {
+    /// Starts the grid actors of every stored grid.
+    pub async fn start(
+        store: Store,
+        clock: SharedClock,
+        settings: DomainSettings,
+    ) -> DomainResult<County> {
+        let county = County(Arc::new(Inner {
+            store,
+            clock,
+            hub: Hub::new(),
+            settings,
+            grids: RwLock::new(HashMap::new()),
+        }));
+        for grid in county.store().grids()? {
+            let id = grid.id;
+            let (actor, _) = Actor::spawn(None, GridActor, (county.clone(), grid))
+                .await
+                .map_err(|e| DomainError::Unavailable(format!("grid {id} did not start: {e}")))?;
+            county.0.grids.write().insert(id, actor);
+        }
+        tracing::info!(grids = county.0.grids.read().len(), "county started");
+        Ok(county)
+    }
+
+    /// Stops every actor and flushes storage.
+    pub async fn shutdown(&self) -> DomainResult<()> {
+        let grids: Vec<ActorRef<GridMsg>> = self.0.grids.write().drain().map(|(_, g)| g).collect();
+        for grid in grids {
+            let _ = grid
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+                .await;
+        }
+        self.store().durable().await?;
+        Ok(())
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.0.clock
+    }
+
+    /// Live sessions.
+    pub fn hub(&self) -> &Hub {
+        &self.0.hub
+    }
+
+    /// Limits.
+    pub fn settings(&self) -> &DomainSettings {
+        &self.0.settings
+    }
+
+    fn grid_ref(&self, grid_id: u64) -> DomainResult<ActorRef<GridMsg>> {
+        self.0
+            .grids
+            .read()
+            .get(&grid_id)
+            .cloned()
+            .ok_or_else(|| DomainError::NotFound(format!("grid {grid_id}")))
+    }
+
+    async fn call_grid<T: Send + 'static>(
+        &self,
+        grid_id: u64,
+        build: impl FnOnce(ractor::RpcReplyPort<T>) -> GridMsg,
+    ) -> DomainResult<T> {
+        let grid = self.grid_ref(grid_id)?;
+        match grid.call(build, Some(self.0.settings.call_timeout)).await {
+            Ok(CallResult::Success(v)) => Ok(v),
+            Ok(CallResult::Timeout) => Err(DomainError::Unavailable("grid timed out".into())),
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err(DomainError::Unavailable("grid unavailable".into()))
+            }
+        }
+    }
+
+    /// The worker a petition sent to a grid goes to.
+    pub async fn pick_assignee(&self, grid_id: u64) -> DomainResult<u64> {
+        self.call_grid(grid_id, GridMsg::PickAssignee).await?
+    }
+
+    /// Raises a petition: a resident for themselves, or staff on a resident's behalf.
+    pub async fn submit(&self, who: &CallerInfo, req: SubmitPetition) -> DomainResult<Petition> {
+        let category = Category::try_from(req.category)
+            .map_err(|_| DomainError::InvalidArgument("unknown category".into()))?;
+        let (resident, channel, filed_by) = if req.on_behalf_of == 0 {
+            if who.caller.role != Role::Resident {
+                return Err(DomainError::Forbidden(
+                    "only residents raise petitions; staff set on_behalf_of".into(),
+                ));
+            }
+            let me = self
+                .store()
+                .account(who.caller.account_id)?
+                .ok_or_else(|| DomainError::NotFound("account".into()))?;
+            (me, Channel::Online, None)
+        } else {
+            let resident = self
+                .store()
+                .account(req.on_behalf_of)?
+                .filter(|a| a.role() == Role::Resident)
+                .ok_or_else(|| {
+                    DomainError::InvalidArgument(format!("{} is not a resident", req.on_behalf_of))
+                })?;
+            let c = &who.caller;
+            let may = match c.role {
+                Role::Worker | Role::GridHead => c.grid_id == resident.grid_id,
+                Role::CommunitySupervisor => c.community_id == resident.community_id,
+                Role::TownshipSupervisor | Role::Admin => true,
+                _ => false,
+            };
+            if !may {
+                return Err(DomainError::Forbidden(
+                    "you may not file petitions for this resident".into(),
+                ));
+            }
+            let channel = match Channel::try_from(req.channel) {
+                Ok(Channel::Phone) => Channel::Phone,
+                Ok(Channel::InPerson | Channel::Unspecified) => Channel::InPerson,
+                _ => {
+                    return Err(DomainError::InvalidArgument(
+                        "staff file petitions IN_PERSON or by PHONE".into(),
+                    ));
+                }
+            };
+            (resident, channel, Some(c.account_id))
+        };
+        let grid_id = resident.grid_id;
+        let new = NewPetition {
+            category,
+            title: req.title,
+            text: req.text,
+            worker_id: req.worker_id,
+            client_msg_id: req.client_msg_id,
+            resident,
+            channel,
+            filed_by,
+        };
+        let who = who.clone();
+        self.call_grid(grid_id, |reply| GridMsg::Submit {
+            caller: who,
+            new: Box::new(new),
+            reply,
+        })
+        .await?
+    }
+
+    /// Carries out a request on one petition through its actor.
+    pub async fn petition(
+        &self,
+        petition_id: u64,
+        who: &CallerInfo,
+        request: PetitionRequest,
+    ) -> DomainResult<PetitionReply> {
+        let mut last = DomainError::Unavailable("no attempt".into());
+        for _ in 0..3 {
+            let p = self
+                .store()
+                .petition(petition_id)?
+                .ok_or_else(|| DomainError::no_petition(petition_id))?;
+            if !access::can_view(&p, &who.caller) {
+                return Err(DomainError::no_petition(petition_id));
+            }
+            let (who, request) = (who.clone(), request.clone());
+            let result = self
+                .call_grid(p.grid_id, |reply| GridMsg::Route {
+                    petition_id,
+                    msg: PetitionMsg::Call(PetitionCall {
+                        caller: who,
+                        request,
+                        reply,
+                    }),
+                })
+                .await;
+            match result {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(DomainError::Unavailable(m))) | Err(DomainError::Unavailable(m)) => {
+                    // The actor moved grids, closed, or crashed mid-request: look again.
+                    last = DomainError::Unavailable(m);
+                }
+                Ok(Err(e)) | Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Makes a petition's actor panic (for tests of supervision).
+    #[doc(hidden)]
+    pub fn crash_petition(&self, petition_id: u64) -> DomainResult<()> {
+        let p = self
+            .store()
+            .petition(petition_id)?
+            .ok_or_else(|| DomainError::no_petition(petition_id))?;
+        self.grid_ref(p.grid_id)?
+            .send_message(GridMsg::Route {
+                petition_id,
+                msg: PetitionMsg::Crash,
+            })
+            .map_err(|e| DomainError::Unavailable(e.to_string()))
+    }
+
+    /// The petitions the caller takes part in, newest first.
+    pub fn list_petitions(
+        &self,
+        who: &CallerInfo,
+        states: &[i32],
+        before_id: u64,
+        limit: u32,
+    ) -> DomainResult<PetitionPage> {
+        let limit = page_size(limit, PAGE_DEFAULT, PAGE_MAX);
+        let petitions =
+            self.store()
+                .petitions_of(who.caller.account_id, before_id, limit, |p| {
+                    states.is_empty() || states.contains(&p.state)
+                })?;
+        let next_before_id = if petitions.len() == limit {
+            petitions.last().map_or(0, |p| p.id)
+        } else {
+            0
+        };
+        Ok(PetitionPage {
+            petitions,
+            next_before_id,
+        })
+    }
+
+    /// A page of a petition's timeline.
+    pub fn history(
+        &self,
+        who: &CallerInfo,
+        petition_id: u64,
+        after_seq: u64,
+        limit: u32,
+    ) -> DomainResult<HistoryPage> {
+        let p = self
+            .store()
+            .petition(petition_id)?
+            .filter(|p| access::can_view(p, &who.caller))
+            .ok_or_else(|| DomainError::no_petition(petition_id))?;
+        let limit = page_size(limit, HISTORY_DEFAULT, HISTORY_MAX);
+        let entries = self.store().entries(p.id, after_seq, limit)?;
+        let next_after_seq = match entries.last() {
+            Some(e) if e.seq < p.last_seq => e.seq,
+            _ => 0,
+        };
+        Ok(HistoryPage {
+            entries,
+            next_after_seq,
+        })
+    }
+
+    /// A worker's open petitions, most urgent first: those still waiting for a response, oldest
+    /// first, then the rest by how long they have waited since their last change.
+    pub fn inbox(&self, who: &CallerInfo) -> DomainResult<PetitionPage> {
+        if !matches!(who.caller.role, Role::Worker | Role::GridHead) {
+            return Err(DomainError::Forbidden(
+                "only grid staff have an inbox".into(),
+            ));
+        }
+        let mut petitions = self.store().assigned_to(who.caller.account_id)?;
+        petitions.sort_by_key(|p| {
+            let waiting = matches!(
+                p.state(),
+                PetitionState::Submitted | PetitionState::Transferred
+            );
+            (
+                !waiting,
+                if waiting {
+                    p.created_at_ms
+                } else {
+                    p.updated_at_ms
+                },
+                p.id,
+            )
+        });
+        Ok(PetitionPage {
+            petitions,
+            next_before_id: 0,
+        })
+    }
+
+    /// A grid with its community and its workers' live status.
+    pub async fn grid_info(&self, grid_id: u64) -> DomainResult<GridInfo> {
+        let grid = self
+            .store()
+            .grid(grid_id)?
+            .ok_or_else(|| DomainError::NotFound(format!("grid {grid_id}")))?;
+        let community = self.store().community(grid.community_id)?;
+        let workers: Vec<WorkerInfo> = self.call_grid(grid_id, GridMsg::Workers).await?;
+        Ok(GridInfo {
+            grid: Some(grid),
+            community,
+            workers,
+        })
+    }
+
+    /// The caller's own grid.
+    pub async fn my_grid(&self, who: &CallerInfo) -> DomainResult<GridInfo> {
+        if who.caller.grid_id == 0 {
+            return Err(DomainError::NotFound(
+                "this account belongs to no grid".into(),
+            ));
+        }
+        self.grid_info(who.caller.grid_id).await
+    }
+
+    /// The grid covering an address.
+    pub async fn lookup_address(&self, address: &str) -> DomainResult<GridInfo> {
+        let grid_id = self
+            .store()
+            .grid_of_address(address)?
+            .ok_or_else(|| DomainError::NotFound(format!("no grid covers {address:?}")))?;
+        self.grid_info(grid_id).await
+    }
+
+    /// A worker goes on or off duty.
+    pub async fn set_on_duty(&self, who: &CallerInfo, on_duty: bool) -> DomainResult<()> {
+        if !matches!(who.caller.role, Role::Worker | Role::GridHead) {
+            return Err(DomainError::Forbidden("only grid staff have duty".into()));
+        }
+        let worker_id = who.caller.account_id;
+        self.call_grid(who.caller.grid_id, |reply| GridMsg::Worker {
+            worker_id,
+            msg: WorkerMsg::SetOnDuty { on_duty, reply },
+        })
+        .await?
+    }
+
+    /// Tells a worker's actor that one of their devices connected or disconnected.
+    pub fn device_presence(&self, account: &AccountRecord, connected: bool) {
+        if !account.is_grid_staff() {
+            return;
+        }
+        if let Ok(grid) = self.grid_ref(account.grid_id) {
+            let msg = if connected {
+                WorkerMsg::Connected
+            } else {
+                WorkerMsg::Disconnected
+            };
+            let _ = grid.send_message(GridMsg::Worker {
+                worker_id: account.id,
+                msg,
+            });
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The petition actor: one per open petition that is in use.
+//!
+//! It owns the petition's state and numbers its timeline. For each request it decides with the
+//! pure state machine ([`crate::domain::petition`]), stores the outcome atomically with the feed
+//! events of everyone concerned, waits until that is on disk, and only then replies and pushes the
+//! events live. It is started on demand from storage by its grid actor, which supervises it: a
+//! panic here restarts nothing but this petition, from storage.
+
+use lianxin_protocol::v1::{
+    Entry, EntryAdded, EscalationTarget, MessageAck, NoticeKind, Petition, PetitionDetail,
+    PetitionNotice, ReadMark, ReadReceipt, Role, TextBody, entry, event,
+};
+use lianxin_storage::petitions::IdempotencyKey;
+use lianxin_storage::{Commit, CommitResult};
+use prost::Message;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{Instrument, info_span};
+
+use crate::county::County;
+use crate::domain::access::{self, Caller};
+use crate::domain::petition::{self as machine, Command, TransferTarget};
+use crate::error::{DomainError, DomainResult};
+
+/// The account making a request, as the actors need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerInfo {
+    /// Identity and scope, for access rules.
+    pub caller: Caller,
+    /// Name shown on the entries the caller writes.
+    pub display_name: String,
+}
+
+/// What a caller asks of a petition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PetitionRequest {
+    /// Post a text message.
+    Message {
+        /// The text.
+        text: String,
+        /// The client's id for the message (may be empty).
+        client_msg_id: String,
+    },
+    /// Transfer to a worker (`to_worker_id`) or to a grid's on-duty worker (`to_grid_id`).
+    Transfer {
+        /// Target worker, or 0.
+        to_worker_id: u64,
+        /// Target grid, or 0.
+        to_grid_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Escalate to the community or a co-building unit.
+    Escalate {
+        /// To whom.
+        target: EscalationTarget,
+        /// The unit's name, for a co-building unit.
+        unit_name: String,
+        /// A note for the history.
+        note: String,
+    },
+    /// Report the handling result.
+    Resolve {
+        /// The handling summary.
+        summary: String,
+    },
+    /// Close a resolved petition.
+    Close,
+    /// Withdraw the petition.
+    Withdraw {
+        /// Why (may be empty).
+        reason: String,
+    },
+    /// Mark the petition read up to a sequence number.
+    MarkRead {
+        /// Highest sequence number read.
+        seq: u64,
+    },
+    /// Open the petition (supervisors start following it).
+    Open,
+}
+
+/// What a petition request produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PetitionReply {
+    /// A message was stored (or had been, for a resend).
+    Ack(MessageAck),
+    /// The petition after a transition.
+    Petition(Petition),
+    /// The petition with its read marks.
+    Detail(PetitionDetail),
+    /// Done, nothing to report.
+    Done,
+}
+
+/// A request with the port its reply goes to.
+#[derive(Debug)]
+pub struct PetitionCall {
+    /// Who asks.
+    pub caller: CallerInfo,
+    /// What they ask.
+    pub request: PetitionRequest,
+    /// Where the reply goes.
+    pub reply: RpcReplyPort<DomainResult<PetitionReply>>,
+}
+
+/// Messages of the petition actor.
+#[derive(Debug)]
+pub enum PetitionMsg {
+    /// A caller's request.
+    Call(PetitionCall),
+    /// Panics on purpose: lets tests prove that a crash stays local and restarts from storage.
+    #[doc(hidden)]
+    Crash,
+}
+
+/// Arguments to start a petition actor.
+#[derive(Debug, Clone)]
+pub struct PetitionArgs {
+    /// Shared domain context.
+    pub county: County,
+    /// The petition to load.
+    pub petition_id: u64,
+    /// The grid actor starting it; a petition of another grid refuses to start here.
+    pub grid_id: u64,
+}
+
+/// State of a petition actor.
+#[derive(Debug)]
+pub struct PetitionActorState {
+    /// Shared domain context.
+    county: County,
+    /// The petition as stored.
+    petition: Petition,
+    /// The grid whose actor supervises this one.
+    grid_id: u64,
+}
+
+/// The petition actor (behaviour only; its data lives in [`PetitionActorState`]).
+#[derive(Debug, Default)]
+pub struct PetitionActor;
+
+impl Actor for PetitionActor {
+    type Msg = PetitionMsg;
+    type State = PetitionActorState;
+    type Arguments = PetitionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: PetitionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let petition = args
+            .county
+            .store()
+            .petition(args.petition_id)?
+            .ok_or_else(|| DomainError::no_petition(args.petition_id))?;
+        if petition.grid_id != args.grid_id {
+            return Err(DomainError::Unavailable(format!(
+                "petition {} moved to grid {}",
+                petition.id, petition.grid_id
+            ))
+            .into());
+        }
+        tracing::debug!(petition = petition.id, "petition actor started");
+        Ok(PetitionActorState {
+            county: args.county,
+            petition,
+            grid_id: args.grid_id,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: PetitionMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PetitionMsg::Crash => panic!("petition {} asked to crash", state.petition.id),
+            PetitionMsg::Call(call) => {
+                let span = info_span!("petition", id = state.petition.id);
+                let result = handle_call(state, &call.caller, call.request)
+                    .instrument(span)
+                    .await;
+                let _ = call.reply.send(result);
+                let p = &state.petition;
+                if !machine::is_open(p.state()) || p.grid_id != state.grid_id {
+                    // Closed petitions have no actor; moved ones live under their new grid.
+                    myself.stop(Some("petition closed or moved".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The accounts that receive a petition's events: resident, filer, assignee, grid head, watchers.
+pub fn recipients(p: &Petition) -> Vec<u64> {
+    let mut ids = vec![p.resident_id, p.assignee_id, p.grid_head_id];
+    if let Some(f) = &p.filed_by {
+        ids.push(f.staff_id);
+    }
+    ids.extend_from_slice(&p.watcher_ids);
+    ids.retain(|id| *id != 0);
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn added(entry: &Entry, p: &Petition) -> event::Kind {
+    event::Kind::EntryAdded(EntryAdded {
+        entry: Some(entry.clone()),
+        state: p.state,
+        assignee_id: p.assignee_id,
+    })
+}
+
+async fn handle_call(
+    state: &mut PetitionActorState,
+    who: &CallerInfo,
+    request: PetitionRequest,
+) -> DomainResult<PetitionReply> {
+    if !access::can_view(&state.petition, &who.caller) {
+        return Err(DomainError::no_petition(state.petition.id));
+    }
+    let now = state.county.clock().now_ms();
+    match request {
+        PetitionRequest::Message {
+            text,
+            client_msg_id,
+        } => message(state, who, text, client_msg_id, now).await,
+        PetitionRequest::MarkRead { seq } => mark_read(state, who, seq, now).await,
+        PetitionRequest::Open => open(state, who, now).await,
+        PetitionRequest::Transfer {
+            to_worker_id,
+            to_grid_id,
+            reason,
+        } => {
+            let to = transfer_target(&state.county, to_worker_id, to_grid_id).await?;
+            let head = state
+                .county
+                .store()
+                .grid(to.grid_id)?
+                .map_or(0, |g| g.head_id);
+            transition(
+                state,
+                who,
+                Command::Transfer { to, reason },
+                now,
+                Some(head),
+            )
+            .await
+        }
+        PetitionRequest::Escalate {
+            target,
+            unit_name,
+            note,
+        } => {
+            let cmd = Command::Escalate {
+                target,
+                unit_name,
+                note,
+            };
+            transition(state, who, cmd, now, None).await
+        }
+        PetitionRequest::Resolve { summary } => {
+            transition(state, who, Command::Resolve { summary }, now, None).await
+        }
+        PetitionRequest::Close => transition(state, who, Command::Close, now, None).await,
+        PetitionRequest::Withdraw { reason } => {
+            transition(state, who, Command::Withdraw { reason }, now, None).await
+        }
+    }
+}
+
+/// Resolves a transfer's target to a worker, their grid and community.
+async fn transfer_target(
+    county: &County,
+    to_worker_id: u64,
+    to_grid_id: u64,
+) -> DomainResult<TransferTarget> {
+    let worker_id = match (to_worker_id, to_grid_id) {
+        (0, 0) => {
+            return Err(DomainError::InvalidArgument(
+                "a transfer needs to_worker_id or to_grid_id".into(),
+            ));
+        }
+        (w, 0) => w,
+        (0, g) => county.pick_assignee(g).await?,
+        _ => {
+            return Err(DomainError::InvalidArgument(
+                "give to_worker_id or to_grid_id, not both".into(),
+            ));
+        }
+    };
+    let worker = county
+        .store()
+        .account(worker_id)?
+        .filter(|a| a.is_grid_staff() && a.grid_id != 0)
+        .ok_or_else(|| DomainError::InvalidArgument(format!("{worker_id} is not a grid worker")))?;
+    Ok(TransferTarget {
+        worker_id,
+        grid_id: worker.grid_id,
+        community_id: worker.community_id,
+    })
+}
+
+fn entry_base(p: &Petition, seq: u64, who: &CallerInfo, now: i64) -> Entry {
+    Entry {
+        petition_id: p.id,
+        seq,
+        author_id: who.caller.account_id,
+        author_name: who.display_name.clone(),
+        author_role: who.caller.role as i32,
+        at_ms: now,
+        client_msg_id: String::new(),
+        body: None,
+    }
+}
+
+/// Stores a commit, waits for the disk, then pushes its events live.
+async fn store_and_publish(
+    state: &mut PetitionActorState,
+    commit: Commit,
+) -> DomainResult<Result<(), Vec<u8>>> {
+    let county = state.county.clone();
+    let store = county.store();
+    // sled's transaction blocks while it writes memory pages; it does not wait for the disk.
+    let result = store.commit(&commit)?;
+    match result {
+        CommitResult::Done(items) => {
+            state.petition = commit.petition;
+            store.durable().await?;
+            county.hub().deliver(&items);
+            Ok(Ok(()))
+        }
+        CommitResult::Duplicate(ack) => {
+            // The original may not be on disk yet if its flush failed; make sure before re-acking.
+            store.durable().await?;
+            Ok(Err(ack))
+        }
+    }
+}
+
+async fn message(
+    state: &mut PetitionActorState,
+    who: &CallerInfo,
+    text: String,
+    client_msg_id: String,
+    now: i64,
+) -> DomainResult<PetitionReply> {
+    let settings = state.county.settings();
+    if text.trim().is_empty() {
+        return Err(DomainError::InvalidArgument("message text is empty".into()));
+    }
+    if text.chars().count() > settings.max_text_chars {
+        return Err(DomainError::InvalidArgument(format!(
+            "message text is longer than {} characters",
+            settings.max_text_chars
+        )));
+    }
+    if client_msg_id.len() > 128 {
+        return Err(DomainError::InvalidArgument(
+            "client_msg_id is longer than 128 bytes".into(),
+        ));
+    }
+    if !client_msg_id.is_empty()
+        && let Some(ack) = state
+            .county
+            .store()
+            .idempotent_ack(who.caller.account_id, &client_msg_id)?
+    {
+        state.county.store().durable().await?;
+        return duplicate_ack(&ack);
+    }
+    let outcome = machine::decide(&state.petition, &who.caller, &Command::Message, now)?;
+    let mut p = outcome.petition;
+    let seq = p.last_seq + 1;
+    let mut entries = vec![Entry {
+        client_msg_id: client_msg_id.clone(),
+        body: Some(entry::Body::Text(TextBody { text })),
+        ..entry_base(&p, seq, who, now)
+    }];
+    if let Some(t) = outcome.transition {
+        entries.push(Entry {
+            body: Some(entry::Body::Transition(t)),
+            ..entry_base(&p, seq + 1, who, now)
+        });
+    }
+    p.last_seq = seq + entries.len() as u64 - 1;
+    let ack = MessageAck {
+        petition_id: p.id,
+        seq,
+        at_ms: now,
+        duplicate: false,
+    };
+    let feed = recipients(&p)
+        .into_iter()
+        .flat_map(|r| entries.iter().map(move |e| (r, e)))
+        .map(|(r, e)| (r, added(e, &p)))
+        .collect();
+    let commit = Commit {
+        add_participants: vec![who.caller.account_id],
+        petition: p,
+        entries,
+        feed,
+        at_ms: now,
+        read_mark: None,
+        idempotency: (!client_msg_id.is_empty()).then(|| IdempotencyKey {
+            account_id: who.caller.account_id,
+            client_msg_id,
+            ack: ack.encode_to_vec(),
+        }),
+    };
+    match store_and_publish(state, commit).await? {
+        Ok(()) => {
+            metrics::counter!("lianxin_messages_total").increment(1);
+            Ok(PetitionReply::Ack(ack))
+        }
+        Err(stored) => duplicate_ack(&stored),
+    }
+}
+
+fn duplicate_ack(stored: &[u8]) -> DomainResult<PetitionReply> {
+    let mut ack = MessageAck::decode(stored)
+        .map_err(|e| DomainError::Storage(lianxin_storage::StoreError::Corrupt(e.to_string())))?;
+    ack.duplicate = true;
+    Ok(PetitionReply::Ack(ack))
+}
+
+async fn transition(
+    state: &mut PetitionActorState,
+    who: &CallerInfo,
+    cmd: Command,
+    now: i64,
+    new_grid_head: Option<u64>,
+) -> DomainResult<PetitionReply> {
+    let before = state.petition.clone();
+    let outcome = machine::decide(&before, &who.caller, &cmd, now)?;
+    let mut p = outcome.petition;
+    let Some(t) = outcome.transition else {
+        return Ok(PetitionReply::Petition(p));
+    };
+    if let Some(head) = new_grid_head {
+        p.grid_head_id = head;
+    }
+    let seq = p.last_seq + 1;
+    p.last_seq = seq;
+    let entry = Entry {
+        body: Some(entry::Body::Transition(t)),
+        ..entry_base(&p, seq, who, now)
+    };
+    let mut feed: Vec<(u64, event::Kind)> = Vec::new();
+    let after = recipients(&p);
+    let mut everyone = recipients(&before);
+    everyone.extend(after.iter().copied());
+    everyone.sort_unstable();
+    everyone.dedup();
+    for r in &everyone {
+        feed.push((*r, added(&entry, &p)));
+    }
+    let mut add_participants = vec![who.caller.account_id];
+    if before.assignee_id != p.assignee_id {
+        let notice = |kind: NoticeKind| {
+            event::Kind::PetitionNotice(PetitionNotice {
+                kind: kind as i32,
+                petition: Some(p.clone()),
+                entries: vec![entry.clone()],
+            })
+        };
+        feed.push((p.assignee_id, notice(NoticeKind::TransferredIn)));
+        if p.grid_head_id != before.grid_head_id && p.grid_head_id != p.assignee_id {
+            feed.push((p.grid_head_id, notice(NoticeKind::TransferredIn)));
+        }
+        feed.push((before.assignee_id, notice(NoticeKind::TransferredOut)));
+        add_participants.extend(after.iter().copied());
+    }
+    let commit = Commit {
+        petition: p,
+        entries: vec![entry],
+        add_participants,
+        feed,
+        at_ms: now,
+        read_mark: None,
+        idempotency: None,
+    };
+    store_and_publish(state, commit)
+        .await?
+        .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
+    metrics::counter!("lianxin_transitions_total").increment(1);
+    Ok(PetitionReply::Petition(state.petition.clone()))
+}
+
+async fn mark_read(
+    state: &mut PetitionActorState,
+    who: &CallerInfo,
+    seq: u64,
+    now: i64,
+) -> DomainResult<PetitionReply> {
+    let p = state.petition.clone();
+    if seq == 0 || seq > p.last_seq {
+        return Err(DomainError::InvalidArgument(format!(
+            "seq must be between 1 and {}",
+            p.last_seq
+        )));
+    }
+    let store = state.county.store();
+    let previous = store
+        .read_marks(p.id)?
+        .into_iter()
+        .find(|m| m.reader_id == who.caller.account_id)
+        .map_or(0, |m| m.seq);
+    if seq <= previous {
+        return Ok(PetitionReply::Done);
+    }
+    let mark = ReadMark {
+        petition_id: p.id,
+        reader_id: who.caller.account_id,
+        reader_role: who.caller.role as i32,
+        seq,
+        at_ms: now,
+    };
+    let feed = recipients(&p)
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                event::Kind::ReadReceipt(ReadReceipt { mark: Some(mark) }),
+            )
+        })
+        .collect();
+    let commit = Commit {
+        petition: p,
+        read_mark: Some(mark),
+        feed,
+        at_ms: now,
+        ..Default::default()
+    };
+    store_and_publish(state, commit)
+        .await?
+        .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
+    Ok(PetitionReply::Done)
+}
+
+async fn open(
+    state: &mut PetitionActorState,
+    who: &CallerInfo,
+    now: i64,
+) -> DomainResult<PetitionReply> {
+    let supervisor = matches!(
+        who.caller.role,
+        Role::CommunitySupervisor | Role::TownshipSupervisor | Role::Admin
+    );
+    let id = who.caller.account_id;
+    if supervisor && !recipients(&state.petition).contains(&id) {
+        let mut p = state.petition.clone();
+        p.watcher_ids.push(id);
+        let commit = Commit {
+            petition: p,
+            add_participants: vec![id],
+            at_ms: now,
+            ..Default::default()
+        };
+        store_and_publish(state, commit)
+            .await?
+            .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
+    }
+    let read_marks = state.county.store().read_marks(state.petition.id)?;
+    Ok(PetitionReply::Detail(PetitionDetail {
+        petition: Some(state.petition.clone()),
+        read_marks,
+    }))
+}

@@ -1,0 +1,260 @@
+//! Accounts' credentials: argon2id password hashes, random session tokens stored only as their
+//! sha-256, expiry and revocation. Password hashing runs on the blocking pool so that it never
+//! stalls the sessions sharing a runtime thread.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use lianxin_protocol::v1::Role;
+use lianxin_storage::{AccountRecord, SessionRecord, Store, StoreError};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Why a sign-in or token check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong login or password, disabled account, or an unknown, expired or revoked token.
+    #[error("bad credentials")]
+    BadCredentials,
+    /// A registration field is missing or invalid.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The login is taken.
+    #[error("login {0:?} is taken")]
+    LoginTaken(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The hashing task failed.
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// A fresh session: the token to give the client once, and its record.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The bearer token (shown once, never stored).
+    pub token: String,
+    /// Its sha-256, the key it is stored under.
+    pub token_hash: [u8; 32],
+    /// The stored record.
+    pub record: SessionRecord,
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Checks a password against a PHC string; a malformed stored hash never matches.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The sha-256 of a token, the only form in which tokens are stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random 256-bit token, URL-safe base64.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A PHC hash that never matches, verified against unknown logins so that their timing matches
+/// that of known ones.
+static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn dummy_hash() -> &'static str {
+    DUMMY_HASH.get_or_init(|| hash_password("lianxin-dummy-password").unwrap_or_default())
+}
+
+/// Signs in with login and password and stores a new session.
+pub async fn sign_in(
+    store: &Store,
+    login: &str,
+    password: &str,
+    device: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<(AccountRecord, NewSession), AuthError> {
+    let account = store.account_by_login(login)?;
+    let phc = account
+        .as_ref()
+        .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
+    let password = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    match account {
+        Some(account) if ok && !account.disabled => {
+            let session = start_session(store, account.id, device, now_ms, ttl_ms)?;
+            Ok((account, session))
+        }
+        _ => Err(AuthError::BadCredentials),
+    }
+}
+
+/// Stores a new session for an account.
+pub fn start_session(
+    store: &Store,
+    account_id: u64,
+    device: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<NewSession, AuthError> {
+    let token = new_token();
+    let hash = token_hash(&token);
+    let record = SessionRecord {
+        account_id,
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
+        device: device.chars().take(64).collect(),
+    };
+    store.put_session(&hash, &record)?;
+    Ok(NewSession {
+        token,
+        token_hash: hash,
+        record,
+    })
+}
+
+/// The account and session a token stands for, if it is valid now.
+pub fn authenticate(
+    store: &Store,
+    token: &str,
+    now_ms: i64,
+) -> Result<(AccountRecord, [u8; 32], SessionRecord), AuthError> {
+    let hash = token_hash(token.trim());
+    let session = store.session(&hash)?.ok_or(AuthError::BadCredentials)?;
+    if session.expires_at_ms <= now_ms {
+        store.delete_session(&hash)?;
+        return Err(AuthError::BadCredentials);
+    }
+    let account = store
+        .account(session.account_id)?
+        .filter(|a| !a.disabled)
+        .ok_or(AuthError::BadCredentials)?;
+    Ok((account, hash, session))
+}
+
+/// What a resident gives to register.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Sign-in name.
+    pub login: String,
+    /// Password (at least 8 characters).
+    pub password: String,
+    /// Name shown to workers.
+    pub display_name: String,
+    /// Home address; must lie in a grid.
+    pub address: String,
+}
+
+/// Creates a resident account in the grid covering their address.
+pub async fn register(
+    store: &Store,
+    r: Registration,
+    now_ms: i64,
+) -> Result<AccountRecord, AuthError> {
+    let login = r.login.trim().to_string();
+    if login.is_empty() || login.chars().count() > 64 || login.chars().any(char::is_whitespace) {
+        return Err(AuthError::Invalid(
+            "login must be 1-64 characters without spaces".into(),
+        ));
+    }
+    if r.password.chars().count() < 8 || r.password.len() > 1024 {
+        return Err(AuthError::Invalid(
+            "password must have 8 to 1024 characters".into(),
+        ));
+    }
+    let display_name = r.display_name.trim().to_string();
+    if display_name.is_empty() || display_name.chars().count() > 64 {
+        return Err(AuthError::Invalid(
+            "display name must have 1-64 characters".into(),
+        ));
+    }
+    let grid_id = store
+        .grid_of_address(&r.address)?
+        .ok_or_else(|| AuthError::Invalid(format!("no grid covers the address {:?}", r.address)))?;
+    let grid = store
+        .grid(grid_id)?
+        .ok_or_else(|| AuthError::Invalid("the grid of this address is gone".into()))?;
+    if store.account_by_login(&login)?.is_some() {
+        return Err(AuthError::LoginTaken(login));
+    }
+    let password = r.password;
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))??;
+    let account = AccountRecord {
+        id: store.next_id()?,
+        login,
+        display_name,
+        role: Role::Resident as i32,
+        community_id: grid.community_id,
+        grid_id,
+        address: r.address.trim().to_string(),
+        password_hash,
+        created_at_ms: now_ms,
+        on_duty: false,
+        disabled: false,
+    };
+    match store.create_account(&account) {
+        Ok(()) => Ok(account),
+        Err(StoreError::Conflict(_)) => Err(AuthError::LoginTaken(account.login)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_against_their_own_hash() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_are_random_and_stored_only_as_hashes() {
+        let store = Store::temporary().unwrap();
+        let s = start_session(&store, 7, "phone", 1_000, 10_000).unwrap();
+        assert_ne!(new_token(), s.token);
+        assert!(store.session(&s.token_hash).unwrap().is_some());
+        assert_eq!(s.token_hash, token_hash(&s.token));
+        // Valid now, rejected once expired, and the expired session is deleted.
+        assert!(matches!(
+            authenticate(&store, &s.token, 2_000),
+            Err(AuthError::BadCredentials)
+        ));
+        store
+            .create_account(&AccountRecord {
+                id: 7,
+                login: "w".into(),
+                role: Role::Worker as i32,
+                ..Default::default()
+            })
+            .unwrap();
+        let s = start_session(&store, 7, "phone", 1_000, 10_000).unwrap();
+        assert_eq!(authenticate(&store, &s.token, 2_000).unwrap().0.id, 7);
+        assert!(authenticate(&store, &s.token, 11_000).is_err());
+        assert!(store.session(&s.token_hash).unwrap().is_none());
+    }
+}

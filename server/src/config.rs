@@ -1,0 +1,172 @@
+//! Server configuration: built-in defaults, then a TOML file, then `LIANXIN_*` environment
+//! variables, then command-line flags, each overriding the one before (figment).
+//!
+//! Every key, its default and its meaning is listed in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on (WebSocket at `/ws`, plus `/healthz`, `/readyz`, `/metrics`).
+    pub listen: SocketAddr,
+    /// Folder holding the database.
+    pub data_dir: PathBuf,
+    /// Seed the demo county into an empty database on start.
+    pub seed_demo: bool,
+    /// Node number in the top bits of every id (for several nodes later; 0 for one).
+    pub node_id: u16,
+    /// sled page-cache size in MiB (sled may use several times this; see docs/durability.md).
+    pub cache_capacity_mb: u64,
+    /// Limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Limits on clients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket frame or message a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Longest message text, in characters.
+    pub max_text_chars: usize,
+    /// Longest petition title, in characters.
+    pub max_title_chars: usize,
+    /// Feed events queued for one session before it falls back to reading storage.
+    pub outbound_queue: usize,
+    /// How long a session token stays valid, in hours.
+    pub session_ttl_hours: u64,
+    /// Seconds a connection may stay open without signing in.
+    pub auth_timeout_secs: u64,
+    /// Seconds between WebSocket pings from the server.
+    pub ping_interval_secs: u64,
+    /// Seconds without any frame from the client before the server closes the connection.
+    pub idle_timeout_secs: u64,
+    /// Seconds a write to a client may take before it counts as a slow consumer and is closed.
+    pub send_timeout_secs: u64,
+    /// Seconds a request may wait for the domain actors.
+    pub call_timeout_secs: u64,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `lianxin=debug,info` (`RUST_LOG` overrides it).
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            seed_demo: true,
+            node_id: 0,
+            cache_capacity_mb: 64,
+            limits: Limits::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            max_text_chars: 4000,
+            max_title_chars: 100,
+            outbound_queue: 256,
+            session_ttl_hours: 24 * 30,
+            auth_timeout_secs: 30,
+            ping_interval_secs: 30,
+            idle_timeout_secs: 90,
+            send_timeout_secs: 10,
+            call_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "pretty".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Limits {
+    /// The session token lifetime.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_hours.saturating_mul(3600))
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads defaults, then `file` (if given, or `lianxin.toml` if present), then `LIANXIN_*`
+    /// variables (`LIANXIN_LIMITS__MAX_FRAME_BYTES` for nested keys), then `overrides`.
+    pub fn load(file: Option<&std::path::Path>, overrides: Figment) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("lianxin.toml")),
+        }
+        figment
+            .merge(Env::prefixed("LIANXIN_").split("__"))
+            .merge(overrides)
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_then_flags_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "my.toml",
+                "listen = \"127.0.0.1:9000\"\n[limits]\nmax_frame_bytes = 1000\n",
+            )?;
+            jail.set_env("LIANXIN_LIMITS__MAX_TEXT_CHARS", "77");
+            jail.set_env("LIANXIN_DATA_DIR", "/tmp/x");
+            let flags = Figment::new().merge(Serialized::default("data_dir", "/tmp/y"));
+            let c = Config::load(Some(std::path::Path::new("my.toml")), flags).unwrap();
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.limits.max_frame_bytes, 1000);
+            assert_eq!(c.limits.max_text_chars, 77);
+            assert_eq!(c.data_dir, PathBuf::from("/tmp/y"));
+            assert_eq!(c.limits.outbound_queue, Limits::default().outbound_queue);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "lisen = \"127.0.0.1:9000\"\n")?;
+            assert!(Config::load(Some(std::path::Path::new("bad.toml")), Figment::new()).is_err());
+            Ok(())
+        });
+    }
+}

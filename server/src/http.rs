@@ -1,0 +1,101 @@
+//! The HTTP surface on the one listening port: `/ws` (the WebSocket endpoint), `/healthz`,
+//! `/readyz` and `/metrics` (Prometheus text format).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth;
+use crate::session::{self, AppState, PreAuth};
+
+/// State of the HTTP handlers.
+#[derive(Clone)]
+pub struct HttpState {
+    /// What sessions share.
+    pub app: AppState,
+    /// Renders the metrics registry.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The router of every HTTP route.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// `GET /ws`: upgrades to a WebSocket session (subprotocol `lianxin.v1`). An
+/// `Authorization: Bearer <token>` header signs the connection in at once; a bad token is refused
+/// with 401 before the upgrade.
+async fn ws(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let app = state.app;
+    let mut pre = None;
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let now = app.county.clock().now_ms();
+        match auth::authenticate(app.county.store(), token, now) {
+            Ok((account, token_hash, _)) => {
+                pre = Some(PreAuth {
+                    account,
+                    token_hash,
+                })
+            }
+            Err(_) => return (StatusCode::UNAUTHORIZED, "bad or expired token\n").into_response(),
+        }
+    }
+    let limits = &app.config.limits;
+    // Small buffers: memory per idle connection is what lets one node hold many of them.
+    upgrade
+        .protocols([lianxin_protocol::SUBPROTOCOL])
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(4).max(256 * 1024))
+        .max_message_size(limits.max_frame_bytes.saturating_mul(2))
+        .max_frame_size(limits.max_frame_bytes.saturating_mul(2))
+        .on_upgrade(move |socket| session::run(socket, app, peer, pre))
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: storage answers and the server is not shutting down.
+async fn readyz(State(state): State<HttpState>) -> Response {
+    if *state.app.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match state.app.county.store().schema_version() {
+        Ok(_) => "ready\n".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}\n")).into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}

@@ -1,0 +1,18 @@
+//! The Lianxin server: the network edge of the system.
+//!
+//! Module map:
+//! - [`config`]: configuration from defaults, file, environment and flags.
+//! - [`auth`]: password hashing, session tokens, registration.
+//! - [`http`]: the routes on the listening port (`/ws`, `/healthz`, `/readyz`, `/metrics`).
+//! - [`session`]: one WebSocket connection's task.
+//! - [`seed`]: the demo county seeded into an empty database.
+//! - [`admin`]: the administrator's commands (communities, grids, staff, jurisdiction import).
+//! - [`server`]: start-up and graceful shutdown, given a listener and a shutdown future.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod seed;
+pub mod server;
+pub mod session;

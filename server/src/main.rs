@@ -1,0 +1,309 @@
+//! The `lianxin` binary: `serve` runs the server, `admin` manages the directory and accounts on a
+//! data folder, `client` talks to a running server from scripts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use figment::Figment;
+use figment::providers::Serialized;
+use lianxin_actors::clock::{Clock, SystemClock};
+use lianxin_protocol::v1::Role;
+use lianxin_server::admin::{self, NewAccount};
+use lianxin_server::config::Config;
+use lianxin_server::server::Server;
+use lianxin_storage::{Store, StoreConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Lianxin (连心): petitions between residents and their grid workers, live.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (defaults: 127.0.0.1:8080, data in ./data, demo county seeded when empty).
+    Serve(ServeArgs),
+    /// Manage communities, grids, accounts and addresses (run while the server is stopped).
+    Admin(AdminArgs),
+    /// Talk to a running server.
+    Client {
+        #[command(flatten)]
+        args: lianxin_client::cli::ClientArgs,
+        #[command(subcommand)]
+        command: lianxin_client::cli::ClientCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML); default: ./lianxin.toml when present.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:8080.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Folder holding the database.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Do not seed the demo county into an empty database.
+    #[arg(long)]
+    no_demo: bool,
+    /// Log as JSON lines.
+    #[arg(long)]
+    json_logs: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Folder holding the database.
+    #[arg(long, default_value = "data", env = "LIANXIN_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a community; prints it as JSON.
+    CreateCommunity {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a grid of a community; prints it as JSON.
+    CreateGrid {
+        /// The community's id.
+        #[arg(long)]
+        community: u64,
+        /// The grid's name.
+        #[arg(long)]
+        name: String,
+        /// A street, block or building range it covers (repeat for several).
+        #[arg(long)]
+        jurisdiction: Vec<String>,
+    },
+    /// Create an account; the password comes from LIANXIN_NEW_PASSWORD or standard input.
+    CreateAccount {
+        /// resident, worker, grid-head, community-supervisor, township-supervisor or admin.
+        #[arg(long)]
+        role: String,
+        /// Sign-in name.
+        #[arg(long)]
+        login: String,
+        /// Name shown to others.
+        #[arg(long)]
+        name: String,
+        /// Grid id (residents, workers, grid heads).
+        #[arg(long, default_value_t = 0)]
+        grid: u64,
+        /// Community id (community supervisors).
+        #[arg(long, default_value_t = 0)]
+        community: u64,
+        /// Address (residents).
+        #[arg(long, default_value = "")]
+        address: String,
+    },
+    /// Import addresses from a CSV file with header `address,grid_id`.
+    ImportAddresses {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Print the communities and grids with their staff as JSON.
+    List,
+}
+
+fn parse_role(s: &str) -> anyhow::Result<Role> {
+    Ok(match s {
+        "resident" => Role::Resident,
+        "worker" => Role::Worker,
+        "grid-head" => Role::GridHead,
+        "community-supervisor" => Role::CommunitySupervisor,
+        "township-supervisor" => Role::TownshipSupervisor,
+        "admin" => Role::Admin,
+        other => anyhow::bail!("unknown role {other:?}"),
+    })
+}
+
+fn init_logs(filter: &str, json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut flags = Figment::new();
+    if let Some(listen) = &args.listen {
+        flags = flags.merge(Serialized::default("listen", listen));
+    }
+    if let Some(dir) = &args.data_dir {
+        flags = flags.merge(Serialized::default("data_dir", dir));
+    }
+    if args.no_demo {
+        flags = flags.merge(Serialized::default("seed_demo", false));
+    }
+    if args.json_logs {
+        flags = flags.merge(Serialized::default("log.format", "json"));
+    }
+    let config = Config::load(args.config.as_deref(), flags)?;
+    init_logs(&config.log.filter, config.log.format == "json");
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = Server::start(config, clock, Some(metrics))
+        .await
+        .with_context(|| format!("starting on data folder {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(url = %format!("ws://{local}/ws"), data = %data_dir.display(), "lianxin is ready");
+    if let Some(demo) = server.seeded() {
+        tracing::info!(
+            communities = demo.communities,
+            grids = demo.grids,
+            accounts = demo.accounts,
+            password = lianxin_server::seed::DEMO_PASSWORD,
+            "seeded the demo county; every demo account has this password"
+        );
+        for l in &demo.sample_logins {
+            tracing::info!(login = %l.login, role = %l.role, name = %l.display_name, "demo sign-in");
+        }
+    }
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let store = Store::open(&StoreConfig::new(&args.data_dir))?;
+    let now = SystemClock.now_ms();
+    let out = match args.command {
+        AdminCommand::CreateCommunity { name } => serde_json::to_value(
+            lianxin_protocol::codec::encode_json(&admin::create_community(&store, &name)?),
+        )?,
+        AdminCommand::CreateGrid {
+            community,
+            name,
+            jurisdiction,
+        } => serde_json::to_value(lianxin_protocol::codec::encode_json(&admin::create_grid(
+            &store,
+            community,
+            &name,
+            jurisdiction,
+        )?))?,
+        AdminCommand::CreateAccount {
+            role,
+            login,
+            name,
+            grid,
+            community,
+            address,
+        } => {
+            let password = match std::env::var("LIANXIN_NEW_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let account = admin::create_account(
+                &store,
+                NewAccount {
+                    role: parse_role(&role)?,
+                    login,
+                    display_name: name,
+                    grid_id: grid,
+                    community_id: community,
+                    address,
+                },
+                &password,
+                now,
+            )?;
+            serde_json::to_value(lianxin_protocol::codec::encode_json(&account.public()))?
+        }
+        AdminCommand::ImportAddresses { file } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let n = admin::import_addresses(&store, f)?;
+            serde_json::json!({ "imported": n })
+        }
+        AdminCommand::List => {
+            let mut communities = Vec::new();
+            for c in store.communities()? {
+                let mut grids = Vec::new();
+                for g in store
+                    .grids()?
+                    .into_iter()
+                    .filter(|g| g.community_id == c.id)
+                {
+                    let staff: Vec<_> = store
+                        .grid_staff(g.id)?
+                        .iter()
+                        .map(|a| serde_json::json!({"id": a.id, "login": a.login, "name": a.display_name, "role": a.role().as_str_name()}))
+                        .collect();
+                    grids.push(serde_json::json!({"id": g.id, "name": g.name, "jurisdiction": g.jurisdiction, "head_id": g.head_id, "staff": staff}));
+                }
+                communities.push(serde_json::json!({"id": c.id, "name": c.name, "grids": grids}));
+            }
+            serde_json::json!({ "communities": communities })
+        }
+    };
+    store.flush_blocking()?;
+    // Output of an admin command is its result, for scripts.
+    #[allow(clippy::print_stdout)]
+    {
+        match out {
+            serde_json::Value::String(s) => println!("{s}"),
+            other => println!("{other}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Admin(args) => admin(args),
+        Command::Client { args, command } => {
+            lianxin_client::cli::run(args, command).await?;
+            Ok(())
+        }
+    }
+}

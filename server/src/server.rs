@@ -1,0 +1,135 @@
+//! Start-up and graceful shutdown. [`Server::start`] opens storage, seeds the demo county when
+//! asked, starts the actors; [`Server::serve`] runs the HTTP/WebSocket listener until the shutdown
+//! future resolves, then closes every session, stops the actors and flushes storage.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lianxin_actors::clock::SharedClock;
+use lianxin_actors::county::{County, DomainSettings};
+use lianxin_storage::{Store, StoreConfig, StoreError};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{self, HttpState};
+use crate::seed;
+use crate::session::AppState;
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Storage refused to open or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The domain could not start.
+    #[error(transparent)]
+    Domain(#[from] lianxin_actors::error::DomainError),
+    /// Network I/O failed.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// Seeding the demo county failed.
+    #[error("seeding the demo county: {0}")]
+    Seed(String),
+}
+
+/// A started server, ready to serve a listener.
+pub struct Server {
+    /// The running domain.
+    county: County,
+    /// The configuration.
+    config: Arc<Config>,
+    /// Metrics renderer, when this process installed the recorder.
+    metrics: Option<PrometheusHandle>,
+    /// Demo sign-ins, when the demo county was seeded by this start.
+    seeded: Option<seed::DemoSummary>,
+}
+
+impl Server {
+    /// Opens storage, seeds the demo county if configured and empty, and starts the actors.
+    pub async fn start(
+        config: Config,
+        clock: SharedClock,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Server, ServerError> {
+        let mut store_config = StoreConfig::new(&config.data_dir);
+        store_config.cache_capacity = config.cache_capacity_mb.saturating_mul(1024 * 1024);
+        store_config.node_id = config.node_id;
+        let store = Store::open(&store_config)?;
+        let seeded = if config.seed_demo {
+            seed::seed_if_empty(&store, clock.now_ms())
+                .map_err(|e| ServerError::Seed(e.to_string()))?
+        } else {
+            None
+        };
+        let settings = DomainSettings {
+            max_text_chars: config.limits.max_text_chars,
+            max_title_chars: config.limits.max_title_chars,
+            call_timeout: Duration::from_secs(config.limits.call_timeout_secs.max(1)),
+        };
+        let county = County::start(store, clock, settings).await?;
+        Ok(Server {
+            county,
+            config: Arc::new(config),
+            metrics,
+            seeded,
+        })
+    }
+
+    /// The running domain (for tests and tools).
+    pub fn county(&self) -> &County {
+        &self.county
+    }
+
+    /// What the demo seeding created, if this start seeded it.
+    pub fn seeded(&self) -> Option<&seed::DemoSummary> {
+        self.seeded.as_ref()
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then drains sessions, stops the actors and
+    /// flushes storage.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = HttpState {
+            app: AppState {
+                county: self.county.clone(),
+                config: self.config.clone(),
+                shutdown: stop_rx,
+            },
+            metrics: self.metrics.clone(),
+        };
+        let router = http::router(state);
+        let local = listener.local_addr()?;
+        tracing::info!(address = %local, "listening");
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sessions");
+            let _ = stop_tx.send(true);
+            let _ = done_tx.send(());
+        });
+        let server = tokio::spawn(async move { serve.await });
+        let _ = done_rx.await;
+        // Sessions close on the shutdown signal; give them a bounded time to say goodbye.
+        match tokio::time::timeout(Duration::from_secs(10), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!("sessions did not close within 10 s"),
+        }
+        self.county.shutdown().await?;
+        tracing::info!("storage flushed; bye");
+        Ok(())
+    }
+}

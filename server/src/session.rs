@@ -1,0 +1,778 @@
+//! One WebSocket connection: a tokio task that decodes frames, answers each request exactly once,
+//! and streams the account's feed.
+//!
+//! Replies go out in the form of the request's frame (binary → protobuf, text → JSON). Feed events
+//! go out in the form of the first frame the client sent. The feed is read from storage on
+//! `Subscribe` and whenever the live queue fell behind, so a session never misses or repeats an
+//! event: it only ever sends the cursor after the last one it sent.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use lianxin_actors::county::{County, caller_of};
+use lianxin_actors::error::DomainError;
+use lianxin_actors::hub::{Push, Registration};
+use lianxin_actors::petition::{CallerInfo, PetitionReply, PetitionRequest};
+use lianxin_protocol::codec::{self, Wire};
+use lianxin_protocol::reply;
+use lianxin_protocol::v1::{
+    ClientFrame, ErrorCode, EscalationTarget, Event, PetitionResult, Pong, ServerFrame, SignedIn,
+    Subscribed, client_frame::Request, reply::Result as R, server_frame,
+};
+use lianxin_storage::AccountRecord;
+use prost::Message as _;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::auth::{self, AuthError, Registration as NewResident};
+use crate::config::Config;
+
+/// Close codes the server uses (see docs/protocol.md).
+pub mod close {
+    /// The client signed out.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// No sign-in within the sign-in deadline.
+    pub const SIGN_IN_TIMEOUT: u16 = 4001;
+    /// No frame (not even a pong) within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4002;
+    /// The session was revoked (signed out everywhere).
+    pub const REVOKED: u16 = 4003;
+    /// The client did not read its frames fast enough.
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// What every session shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running domain.
+    pub county: County,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Turns true when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// An authenticated connection's identity.
+struct Authed {
+    /// The account.
+    account: AccountRecord,
+    /// The caller built from it.
+    caller: CallerInfo,
+    /// The session token's hash (for sign-out).
+    token_hash: [u8; 32],
+    /// Live pushes from the hub.
+    registration: Registration,
+}
+
+/// Why a session ends.
+struct Ending {
+    code: u16,
+    reason: &'static str,
+}
+
+/// The connection's state.
+struct Session {
+    /// Shared server state.
+    app: AppState,
+    /// Socket.
+    ws: WebSocket,
+    /// Form of the first frame, used for events.
+    event_wire: Option<Wire>,
+    /// Set once signed in.
+    authed: Option<Authed>,
+    /// Last feed cursor sent, once subscribed.
+    cursor: Option<u64>,
+    /// When the last frame arrived from the client.
+    last_seen: Instant,
+    /// Ending requested by a request handler (sign-out).
+    ending: Option<Ending>,
+    /// A Subscribe was just answered; the backlog follows the reply.
+    catching_up: bool,
+}
+
+/// Account already signed in by the `Authorization` header.
+pub struct PreAuth {
+    /// The account.
+    pub account: AccountRecord,
+    /// Its session's token hash.
+    pub token_hash: [u8; 32],
+}
+
+/// Runs one connection to its end.
+pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: Option<PreAuth>) {
+    let span = tracing::info_span!("connection", %peer, account = tracing::field::Empty);
+    async move {
+        metrics::gauge!("lianxin_connections").increment(1.0);
+        let mut session = Session {
+            app,
+            ws,
+            event_wire: None,
+            authed: None,
+            cursor: None,
+            last_seen: Instant::now(),
+            ending: None,
+            catching_up: false,
+        };
+        if let Some(pre) = pre {
+            session.sign_in_as(pre.account, pre.token_hash);
+        }
+        let ending = session.serve().await;
+        session.finish(ending).await;
+        metrics::gauge!("lianxin_connections").decrement(1.0);
+    }
+    .instrument(span)
+    .await
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n.max(1))
+}
+
+impl Session {
+    fn limits(&self) -> &crate::config::Limits {
+        &self.app.config.limits
+    }
+
+    fn sign_in_as(&mut self, account: AccountRecord, token_hash: [u8; 32]) {
+        tracing::Span::current().record("account", account.id);
+        let registration = self
+            .app
+            .county
+            .hub()
+            .register(account.id, self.limits().outbound_queue);
+        self.app.county.device_presence(&account, true);
+        self.authed = Some(Authed {
+            caller: caller_of(&account),
+            account,
+            token_hash,
+            registration,
+        });
+    }
+
+    async fn finish(&mut self, ending: Option<Ending>) {
+        if let Some(authed) = self.authed.take() {
+            self.app
+                .county
+                .hub()
+                .unregister(authed.account.id, authed.registration.id);
+            self.app.county.device_presence(&authed.account, false);
+        }
+        if let Some(e) = ending {
+            tracing::debug!(code = e.code, reason = e.reason, "closing connection");
+            let frame = CloseFrame {
+                code: e.code,
+                reason: Utf8Bytes::from_static(e.reason),
+            };
+            let send = self.ws.send(Message::Close(Some(frame)));
+            let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+        }
+    }
+
+    /// The main loop; returns how to close, or None when the socket is already gone.
+    async fn serve(&mut self) -> Option<Ending> {
+        let ping_every = secs(self.limits().ping_interval_secs);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let auth_deadline = tokio::time::sleep(secs(self.limits().auth_timeout_secs));
+        tokio::pin!(auth_deadline);
+        let mut shutdown = self.app.shutdown.clone();
+        loop {
+            if let Some(e) = self.ending.take() {
+                return Some(e);
+            }
+            let authed = self.authed.is_some();
+            let signals = self.authed.as_ref().map(|a| a.registration.signals.clone());
+            tokio::select! {
+                incoming = self.ws.next() => match incoming {
+                    Some(Ok(msg)) => {
+                        self.last_seen = Instant::now();
+                        if let Err(e) = self.on_message(msg).await {
+                            return e;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        return None;
+                    }
+                    None => return None,
+                },
+                push = next_push(&mut self.authed) => {
+                    if let Err(e) = self.on_push(push).await {
+                        return e;
+                    }
+                }
+                _ = lag_signal(signals) => {
+                    if let Err(e) = self.on_lag().await {
+                        return e;
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() > secs(self.limits().idle_timeout_secs) {
+                        return Some(Ending { code: close::IDLE_TIMEOUT, reason: "idle timeout" });
+                    }
+                    if let Err(e) = self.send(Message::Ping(Bytes::new())).await {
+                        return e;
+                    }
+                }
+                _ = &mut auth_deadline, if !authed => {
+                    return Some(Ending { code: close::SIGN_IN_TIMEOUT, reason: "sign-in timeout" });
+                }
+                _ = shutdown.changed() => {
+                    return Some(Ending { code: close::GOING_AWAY, reason: "server shutting down" });
+                }
+            }
+        }
+    }
+
+    /// Sends one frame, closing the connection as a slow consumer if it cannot be written in time.
+    async fn send(&mut self, msg: Message) -> Result<(), Option<Ending>> {
+        let timeout = secs(self.limits().send_timeout_secs);
+        match tokio::time::timeout(timeout, self.ws.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(None),
+            Err(_) => {
+                metrics::counter!("lianxin_slow_consumer_total").increment(1);
+                Err(Some(Ending {
+                    code: close::SLOW_CONSUMER,
+                    reason: "slow consumer: resume from your cursor",
+                }))
+            }
+        }
+    }
+
+    async fn send_frame(&mut self, frame: &ServerFrame, wire: Wire) -> Result<(), Option<Ending>> {
+        let msg = match codec::encode(frame, wire) {
+            codec::Encoded::Binary(b) => Message::Binary(b),
+            codec::Encoded::Text(t) => Message::Text(t.into()),
+        };
+        self.send(msg).await
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Result<(), Option<Ending>> {
+        let (payload, wire) = match msg {
+            Message::Binary(b) => (b, Wire::Binary),
+            Message::Text(t) => (Bytes::from(t), Wire::Json),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(None),
+        };
+        self.event_wire.get_or_insert(wire);
+        metrics::counter!("lianxin_frames_in_total").increment(1);
+        let limit = self.limits().max_frame_bytes;
+        let reply = match codec::decode::<ClientFrame>(&payload, wire, limit) {
+            Ok(frame) => self.on_request(frame).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable frame");
+                metrics::counter!("lianxin_bad_frames_total").increment(1);
+                reply::error(0, e.code(), e.to_string())
+            }
+        };
+        self.send_frame(&reply, wire).await?;
+        // The backlog owed after a Subscribe reply follows it.
+        if self.catching_up {
+            self.catching_up = false;
+            self.fill(None).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_request(&mut self, frame: ClientFrame) -> ServerFrame {
+        let id = frame.id;
+        let Some(request) = frame.request else {
+            return reply::error(
+                id,
+                ErrorCode::UnknownRequest,
+                "the frame carries no request this server knows",
+            );
+        };
+        let name = request_name(&request);
+        let started = Instant::now();
+        let result = self.dispatch(request).await;
+        metrics::histogram!("lianxin_request_seconds", "request" => name)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => reply::ok(id, r),
+            Err(e) => {
+                metrics::counter!("lianxin_request_errors_total", "request" => name, "code" => e.code.as_str_name())
+                    .increment(1);
+                reply::error(id, e.code, e.message)
+            }
+        }
+    }
+
+    fn caller(&self) -> Result<&CallerInfo, Refusal> {
+        self.authed
+            .as_ref()
+            .map(|a| &a.caller)
+            .ok_or_else(|| Refusal::new(ErrorCode::Unauthenticated, "sign in first"))
+    }
+
+    async fn dispatch(&mut self, request: Request) -> Result<R, Refusal> {
+        let county = self.app.county.clone();
+        let now = county.clock().now_ms();
+        let ttl_ms = i64::try_from(self.limits().session_ttl().as_millis()).unwrap_or(i64::MAX);
+        match request {
+            Request::Ping(_) => Ok(R::Pong(Pong {
+                server_time_ms: now,
+            })),
+            Request::SignIn(s) => {
+                self.not_yet_signed_in()?;
+                let (account, session) = auth::sign_in(
+                    county.store(),
+                    &s.login,
+                    &s.password,
+                    &s.device,
+                    now,
+                    ttl_ms,
+                )
+                .await?;
+                let reply = SignedIn {
+                    token: session.token,
+                    expires_at_ms: session.record.expires_at_ms,
+                    account: Some(account.public()),
+                };
+                self.sign_in_as(account, session.token_hash);
+                Ok(R::SignedIn(reply))
+            }
+            Request::Register(r) => {
+                self.not_yet_signed_in()?;
+                let account = auth::register(
+                    county.store(),
+                    NewResident {
+                        login: r.login,
+                        password: r.password,
+                        display_name: r.display_name,
+                        address: r.address,
+                    },
+                    now,
+                )
+                .await?;
+                let session =
+                    auth::start_session(county.store(), account.id, &r.device, now, ttl_ms)?;
+                county.store().durable().await.map_err(DomainError::from)?;
+                let reply = SignedIn {
+                    token: session.token,
+                    expires_at_ms: session.record.expires_at_ms,
+                    account: Some(account.public()),
+                };
+                self.sign_in_as(account, session.token_hash);
+                Ok(R::SignedIn(reply))
+            }
+            Request::Authenticate(a) => {
+                self.not_yet_signed_in()?;
+                let (account, hash, session) = auth::authenticate(county.store(), &a.token, now)?;
+                let reply = SignedIn {
+                    token: String::new(),
+                    expires_at_ms: session.expires_at_ms,
+                    account: Some(account.public()),
+                };
+                self.sign_in_as(account, hash);
+                Ok(R::SignedIn(reply))
+            }
+            Request::LookupAddress(l) => Ok(R::Grid(county.lookup_address(&l.address).await?)),
+            other => self.dispatch_signed_in(other, now).await,
+        }
+    }
+
+    fn not_yet_signed_in(&self) -> Result<(), Refusal> {
+        if self.authed.is_some() {
+            Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "this connection is already signed in",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn dispatch_signed_in(&mut self, request: Request, _now: i64) -> Result<R, Refusal> {
+        let county = self.app.county.clone();
+        let who = self.caller()?.clone();
+        let petition = |reply: PetitionReply| match reply {
+            PetitionReply::Petition(p) => Ok(R::Petition(PetitionResult { petition: Some(p) })),
+            PetitionReply::Ack(a) => Ok(R::MessageAck(a)),
+            PetitionReply::Detail(d) => Ok(R::PetitionDetail(d)),
+            PetitionReply::Done => Ok(R::Ok(lianxin_protocol::v1::Empty {})),
+        };
+        match request {
+            Request::SignOut(_) => {
+                if let Some(a) = &self.authed {
+                    county
+                        .store()
+                        .delete_session(&a.token_hash)
+                        .map_err(DomainError::from)?;
+                    county.store().durable().await.map_err(DomainError::from)?;
+                }
+                self.ending = Some(Ending {
+                    code: close::NORMAL,
+                    reason: "signed out",
+                });
+                Ok(R::Ok(lianxin_protocol::v1::Empty {}))
+            }
+            Request::SignOutEverywhere(_) => {
+                if let Some(a) = &self.authed {
+                    county
+                        .store()
+                        .delete_sessions_of(a.account.id)
+                        .map_err(DomainError::from)?;
+                    county.store().durable().await.map_err(DomainError::from)?;
+                    county.hub().revoke(a.account.id, Some(a.registration.id));
+                }
+                self.ending = Some(Ending {
+                    code: close::NORMAL,
+                    reason: "signed out everywhere",
+                });
+                Ok(R::Ok(lianxin_protocol::v1::Empty {}))
+            }
+            Request::Subscribe(s) => {
+                let head = county
+                    .store()
+                    .feed_head(who.caller.account_id)
+                    .map_err(DomainError::from)?;
+                if s.after_cursor > head {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidArgument,
+                        format!(
+                            "cursor {} is ahead of this feed (newest is {head})",
+                            s.after_cursor
+                        ),
+                    ));
+                }
+                self.cursor = Some(s.after_cursor);
+                self.catching_up = true;
+                Ok(R::Subscribed(Subscribed { head_cursor: head }))
+            }
+            Request::SubmitPetition(s) => {
+                let p = county.submit(&who, s).await?;
+                Ok(R::Petition(PetitionResult { petition: Some(p) }))
+            }
+            Request::SendMessage(m) => petition(
+                county
+                    .petition(
+                        m.petition_id,
+                        &who,
+                        PetitionRequest::Message {
+                            text: m.text,
+                            client_msg_id: m.client_msg_id,
+                        },
+                    )
+                    .await?,
+            ),
+            Request::MarkRead(m) => petition(
+                county
+                    .petition(
+                        m.petition_id,
+                        &who,
+                        PetitionRequest::MarkRead { seq: m.seq },
+                    )
+                    .await?,
+            ),
+            Request::Transfer(t) => petition(
+                county
+                    .petition(
+                        t.petition_id,
+                        &who,
+                        PetitionRequest::Transfer {
+                            to_worker_id: t.to_worker_id,
+                            to_grid_id: t.to_grid_id,
+                            reason: t.reason,
+                        },
+                    )
+                    .await?,
+            ),
+            Request::Escalate(e) => {
+                let target = EscalationTarget::try_from(e.target).map_err(|_| {
+                    Refusal::new(ErrorCode::InvalidArgument, "unknown escalation target")
+                })?;
+                petition(
+                    county
+                        .petition(
+                            e.petition_id,
+                            &who,
+                            PetitionRequest::Escalate {
+                                target,
+                                unit_name: e.unit_name,
+                                note: e.note,
+                            },
+                        )
+                        .await?,
+                )
+            }
+            Request::Resolve(r) => petition(
+                county
+                    .petition(
+                        r.petition_id,
+                        &who,
+                        PetitionRequest::Resolve { summary: r.summary },
+                    )
+                    .await?,
+            ),
+            Request::Close(c) => petition(
+                county
+                    .petition(c.petition_id, &who, PetitionRequest::Close)
+                    .await?,
+            ),
+            Request::Withdraw(w) => petition(
+                county
+                    .petition(
+                        w.petition_id,
+                        &who,
+                        PetitionRequest::Withdraw { reason: w.reason },
+                    )
+                    .await?,
+            ),
+            Request::GetPetition(g) => petition(
+                county
+                    .petition(g.petition_id, &who, PetitionRequest::Open)
+                    .await?,
+            ),
+            Request::ListPetitions(l) => Ok(R::Petitions(county.list_petitions(
+                &who,
+                &l.states,
+                l.before_id,
+                l.limit,
+            )?)),
+            Request::GetHistory(h) => Ok(R::History(county.history(
+                &who,
+                h.petition_id,
+                h.after_seq,
+                h.limit,
+            )?)),
+            Request::GetMyGrid(_) => Ok(R::Grid(county.my_grid(&who).await?)),
+            Request::GetInbox(_) => Ok(R::Petitions(county.inbox(&who)?)),
+            Request::SetOnDuty(d) => {
+                county.set_on_duty(&who, d.on_duty).await?;
+                Ok(R::Ok(lianxin_protocol::v1::Empty {}))
+            }
+            Request::Ping(_)
+            | Request::SignIn(_)
+            | Request::Register(_)
+            | Request::Authenticate(_)
+            | Request::LookupAddress(_) => {
+                Err(Refusal::new(ErrorCode::Internal, "request routed twice"))
+            }
+        }
+    }
+
+    async fn on_push(&mut self, push: Option<Push>) -> Result<(), Option<Ending>> {
+        match push {
+            Some(Push::Event(item)) => {
+                let Some(last) = self.cursor else {
+                    return Ok(()); // not subscribed: the event waits in the feed
+                };
+                if self.catching_up || item.cursor <= last {
+                    return Ok(());
+                }
+                if item.cursor == last + 1 {
+                    self.send_event(item.cursor, &item.event).await
+                } else {
+                    self.fill(Some(item.cursor)).await
+                }
+            }
+            Some(Push::Revoked) => Err(Some(Ending {
+                code: close::REVOKED,
+                reason: "signed out everywhere",
+            })),
+            None => Err(Some(Ending {
+                code: close::GOING_AWAY,
+                reason: "server shutting down",
+            })),
+        }
+    }
+
+    async fn on_lag(&mut self) -> Result<(), Option<Ending>> {
+        let Some(authed) = &self.authed else {
+            return Ok(());
+        };
+        if authed.registration.signals.revoked.load(Ordering::Acquire) {
+            return Err(Some(Ending {
+                code: close::REVOKED,
+                reason: "signed out everywhere",
+            }));
+        }
+        if authed
+            .registration
+            .signals
+            .lagging
+            .swap(false, Ordering::AcqRel)
+            && !self.catching_up
+        {
+            self.fill(None).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends stored feed events after the last one sent, up to `until` (or the newest).
+    async fn fill(&mut self, until: Option<u64>) -> Result<(), Option<Ending>> {
+        let Some(account_id) = self.authed.as_ref().map(|a| a.account.id) else {
+            return Ok(());
+        };
+        loop {
+            let Some(last) = self.cursor else {
+                return Ok(());
+            };
+            if until.is_some_and(|u| last >= u) {
+                return Ok(());
+            }
+            let batch = match self.app.county.store().feed_after(account_id, last, 256) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the feed failed");
+                    return Err(Some(Ending {
+                        code: close::GOING_AWAY,
+                        reason: "storage unavailable",
+                    }));
+                }
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for ev in batch {
+                self.send_event(ev.cursor, &ev.event).await?;
+            }
+        }
+    }
+
+    async fn send_event(&mut self, cursor: u64, event: &Bytes) -> Result<(), Option<Ending>> {
+        let msg = match self.event_wire.unwrap_or(Wire::Binary) {
+            Wire::Binary => Message::Binary(event_frame_bytes(event)),
+            Wire::Json => match Event::decode(event.as_ref()) {
+                Ok(ev) => Message::Text(
+                    codec::encode_json(&ServerFrame {
+                        frame: Some(server_frame::Frame::Event(ev)),
+                    })
+                    .into(),
+                ),
+                Err(e) => {
+                    tracing::error!(cursor, error = %e, "stored event does not decode");
+                    return Err(Some(Ending {
+                        code: close::GOING_AWAY,
+                        reason: "storage corrupt",
+                    }));
+                }
+            },
+        };
+        self.send(msg).await?;
+        self.cursor = Some(cursor);
+        metrics::counter!("lianxin_events_out_total").increment(1);
+        Ok(())
+    }
+}
+
+/// A `ServerFrame` holding an already-encoded `Event`: field 2, length-delimited, then the bytes.
+fn event_frame_bytes(event: &Bytes) -> Bytes {
+    let mut buf = BytesMut::with_capacity(event.len() + 6);
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut buf);
+    prost::encoding::encode_varint(event.len() as u64, &mut buf);
+    buf.put_slice(event);
+    buf.freeze()
+}
+
+async fn next_push(authed: &mut Option<Authed>) -> Option<Push> {
+    match authed {
+        Some(a) => a.registration.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn lag_signal(signals: Option<Arc<lianxin_actors::hub::SessionSignals>>) {
+    match signals {
+        Some(s) => s.wake.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A request refused with a protocol error code.
+#[derive(Debug)]
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DomainError> for Refusal {
+    fn from(e: DomainError) -> Self {
+        if matches!(e, DomainError::Storage(_)) {
+            tracing::error!(error = %e, "storage failure");
+        }
+        Refusal {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        let code = match &e {
+            AuthError::BadCredentials => ErrorCode::BadCredentials,
+            AuthError::Invalid(_) => ErrorCode::InvalidArgument,
+            AuthError::LoginTaken(_) => ErrorCode::Conflict,
+            AuthError::Store(_) => ErrorCode::Unavailable,
+            AuthError::Hash(_) => ErrorCode::Internal,
+        };
+        Refusal {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A short name of a request, for metrics and logs.
+fn request_name(r: &Request) -> &'static str {
+    match r {
+        Request::Authenticate(_) => "authenticate",
+        Request::SignIn(_) => "sign_in",
+        Request::Register(_) => "register",
+        Request::SignOut(_) => "sign_out",
+        Request::SignOutEverywhere(_) => "sign_out_everywhere",
+        Request::Subscribe(_) => "subscribe",
+        Request::Ping(_) => "ping",
+        Request::SubmitPetition(_) => "submit_petition",
+        Request::SendMessage(_) => "send_message",
+        Request::MarkRead(_) => "mark_read",
+        Request::Transfer(_) => "transfer",
+        Request::Escalate(_) => "escalate",
+        Request::Resolve(_) => "resolve",
+        Request::Close(_) => "close",
+        Request::Withdraw(_) => "withdraw",
+        Request::ListPetitions(_) => "list_petitions",
+        Request::GetPetition(_) => "get_petition",
+        Request::GetHistory(_) => "get_history",
+        Request::GetMyGrid(_) => "get_my_grid",
+        Request::LookupAddress(_) => "lookup_address",
+        Request::GetInbox(_) => "get_inbox",
+        Request::SetOnDuty(_) => "set_on_duty",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_event_bytes_decode_as_a_server_frame() {
+        let ev = Event {
+            cursor: 9,
+            at_ms: 5,
+            kind: None,
+        };
+        let frame =
+            ServerFrame::decode(event_frame_bytes(&Bytes::from(ev.encode_to_vec()))).unwrap();
+        assert_eq!(frame.frame, Some(server_frame::Frame::Event(ev)));
+    }
+}

@@ -283,7 +283,8 @@ async fn worker_infos(state: &GridActorState) -> Vec<WorkerInfo> {
 }
 
 /// The worker a petition sent to the grid goes to: an on-duty, connected worker with the fewest
-/// open petitions; else any on-duty worker; else the grid head; else any worker.
+/// open petitions; else a connected on-duty grid head; else an on-duty worker, then grid head;
+/// else the grid head; else any worker.
 async fn pick_assignee(state: &GridActorState) -> DomainResult<u64> {
     let infos = worker_infos(state).await;
     let store = state.county.store();
@@ -297,6 +298,7 @@ async fn pick_assignee(state: &GridActorState) -> DomainResult<u64> {
     };
     best(&|w| w.on_duty && w.online && w.role() == Role::Worker)
         .or_else(|| best(&|w| w.on_duty && w.online))
+        .or_else(|| best(&|w| w.on_duty && w.role() == Role::Worker))
         .or_else(|| best(&|w| w.on_duty))
         .or_else(|| (state.grid.head_id != 0).then_some(state.grid.head_id))
         .or_else(|| best(&|_| true))

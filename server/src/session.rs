@@ -45,6 +45,29 @@ pub mod close {
     pub const REVOKED: u16 = 4003;
     /// The client did not read its frames fast enough.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// A frame or message larger than twice the frame limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The client broke the WebSocket protocol (e.g. invalid UTF-8 in a text frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+}
+
+/// How to close after a failed read: a too-large message or a protocol violation gets its close
+/// code; a vanished peer gets nothing.
+fn read_failure(e: axum::Error) -> Option<Ending> {
+    match e.into_inner().downcast::<tungstenite::Error>() {
+        Ok(inner) => match *inner {
+            tungstenite::Error::Capacity(_) => Some(Ending {
+                code: close::TOO_BIG,
+                reason: "message too big",
+            }),
+            tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => Some(Ending {
+                code: close::PROTOCOL_ERROR,
+                reason: "websocket protocol error",
+            }),
+            _ => None,
+        },
+        Err(_) => None,
+    }
 }
 
 /// What every session shares.
@@ -198,7 +221,7 @@ impl Session {
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
-                        return None;
+                        return read_failure(e);
                     }
                     None => return None,
                 },

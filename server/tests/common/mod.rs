@@ -1,0 +1,219 @@
+//! Test harness: starts the real server on a loopback port (in this process, or as the `lianxin`
+//! binary in a child process for crash tests) and connects real WebSocket clients to it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lianxin_actors::clock::ManualClock;
+use lianxin_actors::county::County;
+use lianxin_client::v1::{Event, event};
+use lianxin_client::{Client, ClientError, ConnectOptions, Wire};
+use lianxin_server::config::Config;
+use lianxin_server::server::Server;
+use tokio::sync::oneshot;
+
+/// Password of every demo account.
+pub const PW: &str = lianxin_server::seed::DEMO_PASSWORD;
+
+/// A server running in this process.
+pub struct TestServer {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub county: County,
+    pub clock: ManualClock,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path) -> TestServer {
+        Self::start_with(test_config(dir)).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let clock = ManualClock::new(1_795_000_000_000);
+        let server = Server::start(config, Arc::new(clock.clone()), None)
+            .await
+            .expect("server starts");
+        let county = server.county().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server stops cleanly");
+        });
+        TestServer {
+            url: format!("ws://{addr}/ws"),
+            addr,
+            county,
+            clock,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Graceful shutdown: sessions closed, actors stopped, storage flushed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task");
+    }
+
+    pub fn account_id(&self, login: &str) -> u64 {
+        self.county
+            .store()
+            .account_by_login(login)
+            .unwrap()
+            .expect("demo account exists")
+            .id
+    }
+
+    pub async fn connect(&self, wire: Wire) -> Client {
+        connect(&self.url, wire).await
+    }
+
+    pub async fn sign_in(&self, login: &str, wire: Wire) -> Client {
+        sign_in(&self.url, login, wire).await
+    }
+}
+
+pub async fn connect(url: &str, wire: Wire) -> Client {
+    Client::connect(url, ConnectOptions::with_wire(wire))
+        .await
+        .expect("connects")
+}
+
+pub async fn sign_in(url: &str, login: &str, wire: Wire) -> Client {
+    let client = connect(url, wire).await;
+    client.sign_in(login, PW).await.expect("signs in");
+    client
+}
+
+/// Waits (at most 10 s) for the next event that `pred` accepts, skipping others.
+pub async fn expect_event(client: &mut Client, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+    let wait = async {
+        loop {
+            match client.next_event().await {
+                Some(e) if pred(&e) => return e,
+                Some(_) => continue,
+                None => panic!("connection closed while waiting for {what}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Collects events until none arrives for `quiet`.
+pub async fn drain_events(client: &mut Client, quiet: Duration) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(quiet, client.next_event()).await {
+        out.push(e);
+    }
+    out
+}
+
+pub fn entry_added(e: &Event) -> Option<&lianxin_client::v1::EntryAdded> {
+    match &e.kind {
+        Some(event::Kind::EntryAdded(a)) => Some(a),
+        _ => None,
+    }
+}
+
+pub fn notice(e: &Event) -> Option<&lianxin_client::v1::PetitionNotice> {
+    match &e.kind {
+        Some(event::Kind::PetitionNotice(n)) => Some(n),
+        _ => None,
+    }
+}
+
+pub fn code_of(r: Result<impl std::fmt::Debug, ClientError>) -> lianxin_client::v1::ErrorCode {
+    match r {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+/// The `lianxin` binary running as a child process (for tests that kill it).
+pub struct ChildServer {
+    pub child: Child,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ChildServer {
+    pub fn spawn(dir: &Path, port: u16) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_lianxin"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns lianxin")
+    }
+
+    /// Starts the binary and waits until it answers on its port.
+    pub async fn start(dir: &Path) -> ChildServer {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Dropping the server kills and reaps the child, whatever happens below.
+        let server = ChildServer {
+            child: Self::spawn(dir, port),
+            url: format!("ws://{addr}/ws"),
+            addr,
+        };
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("lianxin did not start listening on {addr}");
+    }
+
+    /// SIGKILL: no graceful path, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

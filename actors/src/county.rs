@@ -122,6 +122,9 @@ impl County {
     pub async fn shutdown(&self) -> DomainResult<()> {
         let grids: Vec<ActorRef<GridMsg>> = self.0.grids.write().drain().map(|(_, g)| g).collect();
         for grid in grids {
+            // Children first (petitions, workers), so that none outlives the storage flush.
+            grid.stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+                .await;
             let _ = grid
                 .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
                 .await;

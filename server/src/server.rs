@@ -97,11 +97,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
         let state = HttpState {
             app: AppState {
                 county: self.county.clone(),
                 config: self.config.clone(),
                 shutdown: stop_rx,
+                alive,
             },
             metrics: self.metrics.clone(),
         };
@@ -122,11 +124,20 @@ impl Server {
         let server = tokio::spawn(async move { serve.await });
         let _ = done_rx.await;
         // Sessions close on the shutdown signal; give them a bounded time to say goodbye.
-        match tokio::time::timeout(Duration::from_secs(10), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!("sessions did not close within 10 s"),
+        let drained = async {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "server task failed"),
+            }
+            // Upgraded WebSocket sessions outlive the HTTP server; each holds a sender.
+            while all_gone.recv().await.is_some() {}
+        };
+        if tokio::time::timeout(Duration::from_secs(10), drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions did not close within 10 s");
         }
         self.county.shutdown().await?;
         tracing::info!("storage flushed; bye");

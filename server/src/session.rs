@@ -79,6 +79,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Held by every running session; the server waits until all are dropped.
+    pub alive: tokio::sync::mpsc::Sender<()>,
 }
 
 /// An authenticated connection's identity.
@@ -147,6 +149,7 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
         }
         let ending = session.serve().await;
         session.finish(ending).await;
+        drop(session);
         metrics::gauge!("lianxin_connections").decrement(1.0);
     }
     .instrument(span)

@@ -189,3 +189,35 @@ async fn graceful_shutdown_closes_sessions_and_keeps_everything() {
     );
     server.stop().await;
 }
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_share_the_websocket_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path()).await;
+    let client = sign_in(&server.url, "resident-01-1a", Wire::Binary).await;
+    client.ping().await.unwrap();
+    assert!(
+        http_get(server.addr, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(server.addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let metrics = http_get(server.addr, "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("lianxin_request_seconds"), "{metrics}");
+    assert!(metrics.contains("lianxin_sessions"), "{metrics}");
+}

@@ -15,12 +15,17 @@ use parking_lot::RwLock;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::clock::SharedClock;
 use crate::domain::access::{self, Caller};
+use crate::domain::calendar::CalendarError;
+use crate::domain::supervision::{Policy, SupervisionConfig};
 use crate::error::{DomainError, DomainResult};
 use crate::grid::{GridActor, GridMsg, NewPetition};
 use crate::hub::Hub;
 use crate::petition::{CallerInfo, PetitionCall, PetitionMsg, PetitionReply, PetitionRequest};
+use crate::supervisor::{SupervisorActor, SupervisorMsg, TickReport, spawn_ticker};
 use crate::worker::WorkerMsg;
 
 /// Limits and timeouts of the domain.
@@ -32,6 +37,10 @@ pub struct DomainSettings {
     pub max_title_chars: usize,
     /// How long a request waits for an actor before it fails as unavailable.
     pub call_timeout: Duration,
+    /// Deadline policies.
+    pub supervision: SupervisionConfig,
+    /// How often the supervisor looks for due steps (none: only when asked, as tests do).
+    pub supervision_tick: Option<Duration>,
 }
 
 impl Default for DomainSettings {
@@ -40,7 +49,43 @@ impl Default for DomainSettings {
             max_text_chars: 4000,
             max_title_chars: 100,
             call_timeout: Duration::from_secs(10),
+            supervision: SupervisionConfig::default(),
+            supervision_tick: Some(Duration::from_millis(250)),
         }
+    }
+}
+
+/// Checked deadline policies: the default and per-community ones.
+#[derive(Debug)]
+struct Policies {
+    /// For communities without their own.
+    default: Arc<Policy>,
+    /// By community id.
+    communities: HashMap<u64, Arc<Policy>>,
+}
+
+impl Policies {
+    fn new(config: &SupervisionConfig) -> DomainResult<Policies> {
+        let bad = |what: &str, e: CalendarError| {
+            DomainError::InvalidArgument(format!("supervision policy {what}: {e}"))
+        };
+        let default = Arc::new(Policy::new(config.default.clone()).map_err(|e| bad("default", e))?);
+        let mut communities = HashMap::new();
+        for (id, policy) in &config.communities {
+            let community: u64 = id.parse().map_err(|_| {
+                DomainError::InvalidArgument(format!(
+                    "supervision.communities key {id:?} is not a community id"
+                ))
+            })?;
+            communities.insert(
+                community,
+                Arc::new(Policy::new(policy.clone()).map_err(|e| bad(id, e))?),
+            );
+        }
+        Ok(Policies {
+            default,
+            communities,
+        })
     }
 }
 
@@ -56,6 +101,12 @@ struct Inner {
     settings: DomainSettings,
     /// Grid actors by grid id.
     grids: RwLock<HashMap<u64, ActorRef<GridMsg>>>,
+    /// Deadline policies.
+    policies: Policies,
+    /// The supervisor actor, once started.
+    supervisor: RwLock<Option<ActorRef<SupervisorMsg>>>,
+    /// Tells the supervision ticker to stop.
+    stop_ticker: Arc<AtomicBool>,
 }
 
 /// Handle on the running domain; cheap to clone.
@@ -100,12 +151,16 @@ impl County {
         clock: SharedClock,
         settings: DomainSettings,
     ) -> DomainResult<County> {
+        let policies = Policies::new(&settings.supervision)?;
         let county = County(Arc::new(Inner {
             store,
             clock,
             hub: Hub::new(),
             settings,
             grids: RwLock::new(HashMap::new()),
+            policies,
+            supervisor: RwLock::new(None),
+            stop_ticker: Arc::new(AtomicBool::new(false)),
         }));
         for grid in county.store().grids()? {
             let id = grid.id;
@@ -114,12 +169,30 @@ impl County {
                 .map_err(|e| DomainError::Unavailable(format!("grid {id} did not start: {e}")))?;
             county.0.grids.write().insert(id, actor);
         }
-        tracing::info!(grids = county.0.grids.read().len(), "county started");
+        let (supervisor, _) = Actor::spawn(None, SupervisorActor, county.clone())
+            .await
+            .map_err(|e| DomainError::Unavailable(format!("supervisor did not start: {e}")))?;
+        if let Some(every) = county.0.settings.supervision_tick {
+            spawn_ticker(supervisor.clone(), every, county.0.stop_ticker.clone());
+        }
+        *county.0.supervisor.write() = Some(supervisor);
+        tracing::info!(
+            grids = county.0.grids.read().len(),
+            pending_steps = county.store().pending_step_count(),
+            "county started"
+        );
         Ok(county)
     }
 
     /// Stops every actor and flushes storage.
     pub async fn shutdown(&self) -> DomainResult<()> {
+        self.0.stop_ticker.store(true, Ordering::Release);
+        let supervisor = self.0.supervisor.write().take();
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+                .await;
+        }
         let grids: Vec<ActorRef<GridMsg>> = self.0.grids.write().drain().map(|(_, g)| g).collect();
         for grid in grids {
             // Children first (petitions, workers), so that none outlives the storage flush.
@@ -179,7 +252,71 @@ impl County {
 
     /// The worker a petition sent to a grid goes to.
     pub async fn pick_assignee(&self, grid_id: u64) -> DomainResult<u64> {
-        self.call_grid(grid_id, GridMsg::PickAssignee).await?
+        self.call_grid(grid_id, |reply| GridMsg::PickAssignee { exclude: 0, reply })
+            .await?
+    }
+
+    /// Another worker of the grid than `current` to hand a petition to, if there is one.
+    pub async fn pick_other_assignee(
+        &self,
+        grid_id: u64,
+        current: u64,
+    ) -> DomainResult<Option<u64>> {
+        match self
+            .call_grid(grid_id, |reply| GridMsg::PickAssignee {
+                exclude: current,
+                reply,
+            })
+            .await?
+        {
+            Ok(id) => Ok(Some(id)),
+            Err(DomainError::Unavailable(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The deadline policy of a community.
+    pub fn policy(&self, community_id: u64) -> Arc<Policy> {
+        self.0
+            .policies
+            .communities
+            .get(&community_id)
+            .unwrap_or(&self.0.policies.default)
+            .clone()
+    }
+
+    /// The caller supervision acts as (account 0).
+    pub fn system_caller() -> CallerInfo {
+        CallerInfo {
+            caller: Caller {
+                account_id: 0,
+                role: Role::Admin,
+                community_id: 0,
+                grid_id: 0,
+            },
+            display_name: "督办系统".into(),
+        }
+    }
+
+    /// Fires every supervision step due now and reports what happened (the ticker does this on
+    /// its own; tests with a manual clock call it directly).
+    pub async fn supervise_now(&self) -> DomainResult<TickReport> {
+        let supervisor = self
+            .0
+            .supervisor
+            .read()
+            .clone()
+            .ok_or_else(|| DomainError::Unavailable("supervisor not running".into()))?;
+        match supervisor
+            .call(
+                |reply| SupervisorMsg::Tick(Some(reply)),
+                Some(Duration::from_secs(600)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(report)) => Ok(report),
+            _ => Err(DomainError::Unavailable("supervisor unavailable".into())),
+        }
     }
 
     /// Raises a petition: a resident for themselves, or staff on a resident's behalf.

@@ -63,8 +63,13 @@ pub enum GridMsg {
         /// Where the stored petition goes.
         reply: RpcReplyPort<DomainResult<Petition>>,
     },
-    /// Choose the worker a petition sent to this grid goes to.
-    PickAssignee(RpcReplyPort<DomainResult<u64>>),
+    /// Choose the worker a petition sent to this grid goes to, other than `exclude` (0: none).
+    PickAssignee {
+        /// A worker not to choose (the one a petition is taken from).
+        exclude: u64,
+        /// Where the choice goes.
+        reply: RpcReplyPort<DomainResult<u64>>,
+    },
     /// The grid's workers as residents see them.
     Workers(RpcReplyPort<Vec<WorkerInfo>>),
     /// Deliver a message to one of the grid's worker actors.
@@ -136,8 +141,8 @@ impl Actor for GridActor {
                 let result = submit(state, &caller, *new).instrument(span).await;
                 let _ = reply.send(result);
             }
-            GridMsg::PickAssignee(reply) => {
-                let _ = reply.send(pick_assignee(state).await);
+            GridMsg::PickAssignee { exclude, reply } => {
+                let _ = reply.send(pick_assignee(state, exclude).await);
             }
             GridMsg::Workers(reply) => {
                 let _ = reply.send(worker_infos(state).await);
@@ -285,8 +290,9 @@ async fn worker_infos(state: &GridActorState) -> Vec<WorkerInfo> {
 /// The worker a petition sent to the grid goes to: an on-duty, connected worker with the fewest
 /// open petitions; else a connected on-duty grid head; else an on-duty worker, then grid head;
 /// else the grid head; else any worker.
-async fn pick_assignee(state: &GridActorState) -> DomainResult<u64> {
-    let infos = worker_infos(state).await;
+async fn pick_assignee(state: &GridActorState, exclude: u64) -> DomainResult<u64> {
+    let mut infos = worker_infos(state).await;
+    infos.retain(|w| w.id != exclude);
     let store = state.county.store();
     let load = |id: u64| store.assigned_to(id).map(|v| v.len()).unwrap_or(usize::MAX);
     let best = |filter: &dyn Fn(&WorkerInfo) -> bool| {
@@ -300,7 +306,9 @@ async fn pick_assignee(state: &GridActorState) -> DomainResult<u64> {
         .or_else(|| best(&|w| w.on_duty && w.online))
         .or_else(|| best(&|w| w.on_duty && w.role() == Role::Worker))
         .or_else(|| best(&|w| w.on_duty))
-        .or_else(|| (state.grid.head_id != 0).then_some(state.grid.head_id))
+        .or_else(|| {
+            (state.grid.head_id != 0 && state.grid.head_id != exclude).then_some(state.grid.head_id)
+        })
         .or_else(|| best(&|_| true))
         .ok_or_else(|| DomainError::Unavailable(format!("grid {} has no workers", state.grid.id)))
 }
@@ -361,7 +369,7 @@ async fn submit(
         }
         new.worker_id
     } else {
-        pick_assignee(state).await?
+        pick_assignee(state, 0).await?
     };
     let now = county.clock().now_ms();
     let id = store.next_id()?;
@@ -386,6 +394,7 @@ async fn submit(
         ..Default::default()
     };
     p.set_state(PetitionState::Submitted);
+    county.policy(p.community_id).start(&mut p);
     let base = |seq: u64| Entry {
         petition_id: id,
         seq,

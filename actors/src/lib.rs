@@ -2,11 +2,13 @@
 //!
 //! Module map:
 //! - [`clock`]: the one source of time (system clock in production, manual clock in tests).
-//! - [`domain`]: plain, actor-free domain logic: access rules and the petition state machine.
+//! - [`domain`]: plain, actor-free domain logic: access rules, the petition state machine,
+//!   deadlines, the office-hours calendar and the supervision ladder.
 //! - [`county`]: the running domain: starts the grid actors, routes requests, answers queries.
 //! - [`grid`]: the grid actor: routes new petitions ("@"), supervises petition and worker actors.
 //! - [`worker`]: the worker actor: on-duty status and connected devices.
 //! - [`petition`]: the petition actor: numbers, stores and fans out a petition's changes.
+//! - [`supervisor`]: the supervisor actor: fires reminders and escalations when they fall due.
 //! - [`hub`]: live delivery of feed events to connected sessions.
 //! - [`error`]: the domain's error type and its protocol error codes.
 
@@ -17,4 +19,5 @@ pub mod error;
 pub mod grid;
 pub mod hub;
 pub mod petition;
+pub mod supervisor;
 pub mod worker;

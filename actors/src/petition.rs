@@ -8,7 +8,8 @@
 
 use lianxin_protocol::v1::{
     Entry, EntryAdded, EscalationTarget, MessageAck, NoticeKind, Petition, PetitionDetail,
-    PetitionNotice, ReadMark, ReadReceipt, Role, TextBody, entry, event,
+    PetitionNotice, ReadMark, ReadReceipt, Role, StepKind, SupervisionLevel, SupervisionNotice,
+    TextBody, entry, event,
 };
 use lianxin_storage::petitions::IdempotencyKey;
 use lianxin_storage::{Commit, CommitResult};
@@ -19,6 +20,7 @@ use tracing::{Instrument, info_span};
 use crate::county::County;
 use crate::domain::access::{self, Caller};
 use crate::domain::petition::{self as machine, Command, TransferTarget};
+use crate::domain::supervision::record_step;
 use crate::error::{DomainError, DomainResult};
 
 /// The account making a request, as the actors need it.
@@ -77,6 +79,8 @@ pub enum PetitionRequest {
     },
     /// Open the petition (supervisors start following it).
     Open,
+    /// Fire the supervision steps that are due (from the supervisor only).
+    Supervise,
 }
 
 /// What a petition request produced.
@@ -90,6 +94,8 @@ pub enum PetitionReply {
     Detail(PetitionDetail),
     /// Done, nothing to report.
     Done,
+    /// Supervision fired this many steps.
+    Supervised(usize),
 }
 
 /// A request with the port its reply goes to.
@@ -231,6 +237,7 @@ async fn handle_call(
         } => message(state, who, text, client_msg_id, now).await,
         PetitionRequest::MarkRead { seq } => mark_read(state, who, seq, now).await,
         PetitionRequest::Open => open(state, who, now).await,
+        PetitionRequest::Supervise => supervise(state, who, now).await,
         PetitionRequest::Transfer {
             to_worker_id,
             to_grid_id,
@@ -375,6 +382,7 @@ async fn message(
     }
     let outcome = machine::decide(&state.petition, &who.caller, &Command::Message, now)?;
     let mut p = outcome.petition;
+    refresh_next_step(&state.county, &mut p);
     let seq = p.last_seq + 1;
     let mut entries = vec![Entry {
         client_msg_id: client_msg_id.clone(),
@@ -444,6 +452,7 @@ async fn transition(
     if let Some(head) = new_grid_head {
         p.grid_head_id = head;
     }
+    refresh_next_step(&state.county, &mut p);
     let seq = p.last_seq + 1;
     p.last_seq = seq;
     let entry = Entry {
@@ -570,4 +579,141 @@ async fn open(
         petition: Some(state.petition.clone()),
         read_marks,
     }))
+}
+
+/// Moves the petition's next supervision step after a change (a response or a resolution ends a
+/// ladder; nothing else moves a deadline).
+fn refresh_next_step(county: &County, p: &mut Petition) {
+    p.next_step_at_ms = county.policy(p.community_id).next_step_at(p);
+}
+
+/// Name on the timeline entries that supervision writes.
+const SUPERVISION_AUTHOR: &str = "督办系统";
+
+async fn supervise(
+    state: &mut PetitionActorState,
+    who: &CallerInfo,
+    now: i64,
+) -> DomainResult<PetitionReply> {
+    if who.caller.account_id != 0 {
+        return Err(DomainError::Forbidden("supervision is the system's".into()));
+    }
+    let county = state.county.clone();
+    let policy = county.policy(state.petition.community_id);
+    let due = policy.due(&state.petition, now);
+    let mut p = state.petition.clone();
+    if due.is_empty() {
+        // A stale index entry (e.g. the policy changed): just move the index on.
+        let next = policy.next_step_at(&p);
+        if next != p.next_step_at_ms {
+            p.next_step_at_ms = next;
+            let commit = Commit {
+                petition: p,
+                at_ms: now,
+                ..Default::default()
+            };
+            store_and_publish(state, commit)
+                .await?
+                .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
+        }
+        return Ok(PetitionReply::Supervised(0));
+    }
+    let store = county.store();
+    let mut entries = Vec::with_capacity(due.len());
+    let mut feed: Vec<(u64, event::Kind)> = Vec::new();
+    let mut add_participants = Vec::new();
+    for step in &due {
+        let previous_assignee = p.assignee_id;
+        let mut reassigned_to = 0;
+        let notified: Vec<u64> = match (step.planned.step, step.planned.level) {
+            (StepKind::Reassignment, _) => {
+                match county.pick_other_assignee(p.grid_id, p.assignee_id).await {
+                    Ok(Some(w)) => {
+                        reassigned_to = w;
+                        p.assignee_id = w;
+                        vec![w, previous_assignee]
+                    }
+                    _ => vec![previous_assignee],
+                }
+            }
+            (StepKind::Escalation, SupervisionLevel::GridHead) => vec![p.grid_head_id],
+            (StepKind::Escalation, SupervisionLevel::Community) => {
+                store.supervisors_of(p.community_id)?
+            }
+            (StepKind::Escalation, SupervisionLevel::Township) => store.supervisors_of(0)?,
+            _ => vec![p.assignee_id],
+        };
+        let mut notified: Vec<u64> = notified.into_iter().filter(|id| *id != 0).collect();
+        notified.sort_unstable();
+        notified.dedup();
+        // Supervisors reached by an escalation follow the petition from now on.
+        for id in &notified {
+            if !recipients(&p).contains(id) {
+                p.watcher_ids.push(*id);
+                add_participants.push(*id);
+            }
+        }
+        record_step(&mut p, step);
+        p.last_seq += 1;
+        let entry = Entry {
+            petition_id: p.id,
+            seq: p.last_seq,
+            author_id: 0,
+            author_name: SUPERVISION_AUTHOR.into(),
+            author_role: Role::Unspecified as i32,
+            at_ms: now,
+            client_msg_id: String::new(),
+            body: Some(entry::Body::Supervision(SupervisionNotice {
+                deadline: step.deadline as i32,
+                step: step.planned.step as i32,
+                level: step.planned.level as i32,
+                due_at_ms: step.due_at_ms,
+                notified_ids: notified.clone(),
+                reassigned_to,
+            })),
+        };
+        // A warning is the worker's business; everything later is everyone's, the resident's too.
+        let to: Vec<u64> = if step.planned.step == StepKind::Warning {
+            notified.clone()
+        } else {
+            let mut to = recipients(&p);
+            to.extend(notified.iter().copied());
+            to.push(previous_assignee);
+            to.sort_unstable();
+            to.dedup();
+            to
+        };
+        for r in to {
+            feed.push((r, added(&entry, &p)));
+        }
+        if reassigned_to != 0 {
+            let notice = |kind: NoticeKind| {
+                event::Kind::PetitionNotice(PetitionNotice {
+                    kind: kind as i32,
+                    petition: Some(p.clone()),
+                    entries: vec![entry.clone()],
+                })
+            };
+            feed.push((reassigned_to, notice(NoticeKind::TransferredIn)));
+            feed.push((previous_assignee, notice(NoticeKind::TransferredOut)));
+            add_participants.push(reassigned_to);
+        }
+        entries.push(entry);
+        metrics::counter!("lianxin_supervision_step_total", "step" => step.planned.step.as_str_name(), "level" => step.planned.level.as_str_name()).increment(1);
+    }
+    p.next_step_at_ms = policy.next_step_at(&p);
+    let fired = entries.len();
+    let commit = Commit {
+        petition: p,
+        entries,
+        add_participants,
+        feed,
+        at_ms: now,
+        read_mark: None,
+        idempotency: None,
+    };
+    store_and_publish(state, commit)
+        .await?
+        .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
+    Ok(PetitionReply::Supervised(fired))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use lianxin_actors::domain::supervision::SupervisionConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
@@ -27,6 +28,10 @@ pub struct Config {
     pub cache_capacity_mb: u64,
     /// Limits.
     pub limits: Limits,
+    /// Deadlines, reminders and escalation (see docs/supervision.md).
+    pub supervision: SupervisionConfig,
+    /// Milliseconds between the supervisor's looks for due steps.
+    pub supervision_tick_ms: u64,
     /// Logging.
     pub log: LogConfig,
 }
@@ -76,6 +81,8 @@ impl Default for Config {
             node_id: 0,
             cache_capacity_mb: 64,
             limits: Limits::default(),
+            supervision: SupervisionConfig::default(),
+            supervision_tick_ms: 250,
             log: LogConfig::default(),
         }
     }

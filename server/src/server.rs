@@ -69,6 +69,9 @@ impl Server {
             max_text_chars: config.limits.max_text_chars,
             max_title_chars: config.limits.max_title_chars,
             call_timeout: Duration::from_secs(config.limits.call_timeout_secs.max(1)),
+            supervision: config.supervision.clone(),
+            supervision_tick: (config.supervision_tick_ms > 0)
+                .then(|| Duration::from_millis(config.supervision_tick_ms)),
         };
         let county = County::start(store, clock, settings).await?;
         Ok(Server {

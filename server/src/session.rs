@@ -423,7 +423,9 @@ impl Session {
             PetitionReply::Petition(p) => Ok(R::Petition(PetitionResult { petition: Some(p) })),
             PetitionReply::Ack(a) => Ok(R::MessageAck(a)),
             PetitionReply::Detail(d) => Ok(R::PetitionDetail(d)),
-            PetitionReply::Done => Ok(R::Ok(lianxin_protocol::v1::Empty {})),
+            PetitionReply::Done | PetitionReply::Supervised(_) => {
+                Ok(R::Ok(lianxin_protocol::v1::Empty {}))
+            }
         };
         match request {
             Request::SignOut(_) => {

@@ -4,6 +4,8 @@ use prost::Message;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use lianxin_protocol::v1::Role;
+
 use crate::records::{AccountRecord, SessionRecord};
 use crate::trees::{key_bytes, key1, key2};
 use crate::{Result, Store, StoreError};
@@ -27,12 +29,18 @@ impl Store {
         let login = normalise_login(&account.login);
         let bytes = account.encode_to_vec();
         let staff = account.is_grid_staff() && account.grid_id != 0;
+        let supervisor_scope = match account.role() {
+            Role::CommunitySupervisor => Some(account.community_id),
+            Role::TownshipSupervisor => Some(0),
+            _ => None,
+        };
         (
             &t.accountid_account,
             &t.login_accountid,
             &t.gridid_accountid,
+            &t.communityid_supervisorid,
         )
-            .transaction(|(accounts, logins, grid_staff)| {
+            .transaction(|(accounts, logins, grid_staff, supervisors)| {
                 if logins.get(login.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
                         format!("login {login:?} is taken"),
@@ -50,6 +58,9 @@ impl Store {
                         &key2(account.grid_id, account.id),
                         &[account.role as u8][..],
                     )?;
+                }
+                if let Some(scope) = supervisor_scope {
+                    supervisors.insert(&key2(scope, account.id), &[][..])?;
                 }
                 Ok(())
             })
@@ -107,6 +118,15 @@ impl Store {
         Ok(out)
     }
 
+    /// Supervisors of a community (`0`: the township's supervisors), by id.
+    pub fn supervisors_of(&self, community_id: u64) -> Result<Vec<u64>> {
+        self.trees
+            .communityid_supervisorid
+            .scan_prefix(key1(community_id))
+            .map(|item| crate::trees::second_u64(&item?.0))
+            .collect()
+    }
+
     /// Stores a session under the hash of its token.
     pub fn put_session(&self, token_hash: &[u8; 32], session: &SessionRecord) -> Result<()> {
         let t = &self.trees;
@@ -160,7 +180,6 @@ impl Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use lianxin_protocol::v1::Role;
 
     fn worker(id: u64, login: &str, grid: u64) -> AccountRecord {
         AccountRecord {
@@ -192,6 +211,29 @@ mod tests {
         store.create_account(&worker(3, "c", 7)).unwrap();
         let ids: Vec<u64> = store.grid_staff(7).unwrap().iter().map(|a| a.id).collect();
         assert_eq!(ids, vec![1, 3]);
+    }
+
+    #[test]
+    fn supervisors_are_listed_by_scope() {
+        let store = Store::temporary().unwrap();
+        let sup = |id, login: &str, role: Role, community| AccountRecord {
+            id,
+            login: login.into(),
+            role: role as i32,
+            community_id: community,
+            ..Default::default()
+        };
+        store
+            .create_account(&sup(1, "s1", Role::CommunitySupervisor, 9))
+            .unwrap();
+        store
+            .create_account(&sup(2, "s2", Role::CommunitySupervisor, 8))
+            .unwrap();
+        store
+            .create_account(&sup(3, "t", Role::TownshipSupervisor, 0))
+            .unwrap();
+        assert_eq!(store.supervisors_of(9).unwrap(), vec![1]);
+        assert_eq!(store.supervisors_of(0).unwrap(), vec![3]);
     }
 
     #[test]

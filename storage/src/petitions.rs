@@ -169,6 +169,15 @@ impl Store {
             if needs_assignee(p.state) && p.assignee_id != 0 {
                 t[ix::ASSIGNEE_PETITION].insert(&key2(p.assignee_id, p.id), &[][..])?;
             }
+            // And the deadline index with its next supervision step.
+            if let Some(old) = &old
+                && old.next_step_at_ms > 0
+            {
+                t[ix::STEP_AT].remove(&key2(old.next_step_at_ms as u64, p.id))?;
+            }
+            if p.next_step_at_ms > 0 {
+                t[ix::STEP_AT].insert(&key2(p.next_step_at_ms as u64, p.id), &[][..])?;
+            }
             for account in &c.add_participants {
                 t[ix::ACCOUNT_PETITION].insert(&key2(*account, p.id), &[][..])?;
             }
@@ -281,6 +290,29 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Petitions whose next supervision step is due at or before `now_ms`, earliest first, at
+    /// most `limit`: (due time, petition id).
+    pub fn steps_due(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, u64)>> {
+        if now_ms <= 0 {
+            return Ok(Vec::new());
+        }
+        let end = key2(now_ms as u64, u64::MAX);
+        self.trees
+            .stepat_petitionid
+            .range(..=end)
+            .take(limit)
+            .map(|item| {
+                let (k, _) = item?;
+                Ok((decode_u64(&k[..8])? as i64, second_u64(&k)?))
+            })
+            .collect()
+    }
+
+    /// Number of petitions with a pending supervision step.
+    pub fn pending_step_count(&self) -> usize {
+        self.trees.stepat_petitionid.len()
     }
 
     /// Number of petitions stored.
@@ -410,6 +442,30 @@ mod tests {
         assert_eq!(store.assigned_to(8).unwrap().len(), 1);
         commit(petition(1, 8, PetitionState::Resolved, 0));
         assert!(store.assigned_to(8).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deadline_index_follows_the_next_step() {
+        let store = Store::temporary().unwrap();
+        let commit = |id: u64, at: i64| {
+            let mut p = petition(id, 7, PetitionState::Submitted, 0);
+            p.next_step_at_ms = at;
+            store
+                .commit(&Commit {
+                    petition: p,
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        commit(1, 500);
+        commit(2, 100);
+        commit(3, 0);
+        assert_eq!(store.steps_due(499, 10).unwrap(), vec![(100, 2)]);
+        assert_eq!(store.steps_due(500, 10).unwrap(), vec![(100, 2), (500, 1)]);
+        commit(2, 900);
+        commit(1, 0);
+        assert_eq!(store.steps_due(1000, 10).unwrap(), vec![(900, 2)]);
+        assert_eq!(store.pending_step_count(), 1);
     }
 
     #[test]

@@ -63,6 +63,10 @@ declare_trees! {
     accountid_feedhead,
     /// (account id, client message id) → encoded acknowledgement, for dropping resends.
     accountid_clientmsgid_ack,
+    /// (time of the next supervision step, petition id) → (): the deadline index.
+    stepat_petitionid,
+    /// (community id or 0 for the township, account id) → (): supervisors by scope.
+    communityid_supervisorid,
 }
 
 /// Index of each tree in [`Trees::petition_commit_set`]'s slice.
@@ -75,11 +79,12 @@ pub(crate) mod commit_idx {
     pub const FEED: usize = 5;
     pub const FEEDHEAD: usize = 6;
     pub const IDEMPOTENCY: usize = 7;
+    pub const STEP_AT: usize = 8;
 }
 
 impl Trees {
     /// The trees a petition commit writes, in [`commit_idx`] order.
-    pub(crate) fn petition_commit_set(&self) -> [sled::Tree; 8] {
+    pub(crate) fn petition_commit_set(&self) -> [sled::Tree; 9] {
         [
             self.petitionid_petition.clone(),
             self.petitionid_seq_entry.clone(),
@@ -89,6 +94,7 @@ impl Trees {
             self.accountid_cursor_event.clone(),
             self.accountid_feedhead.clone(),
             self.accountid_clientmsgid_ack.clone(),
+            self.stepat_petitionid.clone(),
         ]
     }
 }

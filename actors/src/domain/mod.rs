@@ -5,7 +5,9 @@
 //!   it changes.
 
 pub mod access;
+pub mod calendar;
 pub mod petition;
+pub mod supervision;
 
 /// Accounts and petitions shared by the domain tests.
 #[cfg(test)]

@@ -19,6 +19,9 @@ use tokio::sync::oneshot;
 /// Password of every demo account.
 pub const PW: &str = lianxin_server::seed::DEMO_PASSWORD;
 
+/// Where the manual clock of a test server starts.
+pub const START_MS: i64 = 1_795_000_000_000;
+
 /// A server running in this process.
 pub struct TestServer {
     pub url: String,
@@ -33,6 +36,8 @@ pub fn test_config(dir: &Path) -> Config {
     Config {
         data_dir: dir.to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        // Tests drive supervision with a manual clock and `County::supervise_now`.
+        supervision_tick_ms: 0,
         ..Config::default()
     }
 }
@@ -43,7 +48,12 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let clock = ManualClock::new(1_795_000_000_000);
+        Self::start_at(config, START_MS).await
+    }
+
+    /// Starts with the manual clock at `now_ms`.
+    pub async fn start_at(config: Config, now_ms: i64) -> TestServer {
+        let clock = ManualClock::new(now_ms);
         let server = Server::start(config, Arc::new(clock.clone()), None)
             .await
             .expect("server starts");

@@ -1,0 +1,290 @@
+//! The command line: one subcommand per scenario, plus `relay` (the bare relay).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for the Lianxin server: speaks the real protocol over real WebSockets, measures
+/// throughput, latency percentiles and the server's CPU and memory, and compares with a bare relay.
+///
+/// Without `--target`, each scenario starts the `lianxin` binary itself on a fresh data folder
+/// (the demo county is seeded on first start) and stops it at the end. One process holds at most
+/// about 19,000 connections here (20,000 open files per process); more need several processes.
+#[derive(Debug, Parser)]
+#[command(name = "lianxin-load", version, about, long_about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The scenarios and the relay.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Open many signed-in, subscribed connections, hold them, measure memory per connection.
+    Idle(IdleArgs),
+    /// Residents and workers exchange messages at a fixed open-loop rate; measure latencies.
+    Steady(SteadyArgs),
+    /// Disconnect every connection at once, generate events, reconnect all, check the catch-up.
+    Storm(StormArgs),
+    /// Steady load for a long (bounded) time, watching the server's memory.
+    Soak(SoakArgs),
+    /// Run the bare relay: plain tokio-tungstenite speaking the scenarios' subset of the protocol.
+    Relay(RelayArgs),
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Use a running server (ws://HOST:PORT/ws) instead of starting one; no process figures then.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The `lianxin` binary to start (default: `lianxin` next to this executable).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Run against the bare relay instead of the Lianxin server.
+    #[arg(long, conflicts_with = "compare")]
+    pub relay: bool,
+    /// Run against the server, then against the bare relay, and report both with ratios.
+    #[arg(long)]
+    pub compare: bool,
+    /// Run the relay inside this process instead of spawning `lianxin-load relay` (no process
+    /// figures for the relay then).
+    #[arg(long)]
+    pub relay_in_process: bool,
+    /// Source addresses 127.0.0.2, 127.0.0.3, ... to spread client sockets over (0: one per
+    /// 20,000 connections). Only used against a loopback IPv4 target.
+    #[arg(long, default_value_t = 0)]
+    pub source_ips: usize,
+    /// Where to write the JSON report (default: target/load-reports/<scenario>-<unix time>.json).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// The log filter of the started server (`RUST_LOG`).
+    #[arg(long, default_value = "warn")]
+    pub server_log: String,
+}
+
+/// `idle`: many quiet connections.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Connections to open (capped at what one process can hold).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub connections: u64,
+    /// Seconds to hold them open.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub hold_secs: u64,
+    /// Demo accounts to sign in (each once, with its password); connections reuse their tokens.
+    #[arg(long, default_value_t = 288, value_parser = clap::value_parser!(u64).range(1..=288))]
+    pub accounts: u64,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+    pub connect_concurrency: u64,
+}
+
+/// The load shape shared by `steady` and `soak`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadShape {
+    /// Messages per second offered, in total.
+    pub rate: f64,
+    /// Seconds of sending.
+    pub duration_secs: u64,
+    /// Petitions opened before sending starts.
+    pub petitions: u64,
+    /// New petitions per second during the run (0: none).
+    pub petition_rate: f64,
+    /// Requests awaiting a reply per connection before further sends are dropped.
+    pub max_inflight: u64,
+    /// Seconds to wait for outstanding acknowledgements and deliveries after sending stops.
+    pub drain_secs: u64,
+    /// Bytes of text per message.
+    pub text_bytes: u64,
+}
+
+/// `steady`: messages at a fixed rate.
+#[derive(Debug, Clone, Args)]
+pub struct SteadyArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Messages per second offered, in total (open loop).
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration_secs: u64,
+    /// Petitions opened at the start (3 participants each: resident, worker, grid head).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub petitions: u64,
+    /// New petitions per second during the run.
+    #[arg(long, default_value_t = 0.0)]
+    pub petition_rate: f64,
+    /// Requests awaiting a reply per connection; sends beyond it are dropped and counted.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_inflight: u64,
+    /// Seconds to wait for outstanding replies and deliveries after sending stops.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub drain_secs: u64,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=4000))]
+    pub text_bytes: u64,
+}
+
+impl SteadyArgs {
+    /// The load shape.
+    pub fn shape(&self) -> LoadShape {
+        LoadShape {
+            rate: self.rate,
+            duration_secs: self.duration_secs,
+            petitions: self.petitions,
+            petition_rate: self.petition_rate,
+            max_inflight: self.max_inflight,
+            drain_secs: self.drain_secs,
+            text_bytes: self.text_bytes,
+        }
+    }
+}
+
+/// `soak`: steady load for a long time.
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Messages per second offered, in total.
+    #[arg(long, default_value_t = 300.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration_secs: u64,
+    /// Petitions opened at the start.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub petitions: u64,
+    /// New petitions per second during the run.
+    #[arg(long, default_value_t = 0.0)]
+    pub petition_rate: f64,
+    /// Requests awaiting a reply per connection.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_inflight: u64,
+    /// Seconds to wait for outstanding replies after sending stops.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub drain_secs: u64,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=4000))]
+    pub text_bytes: u64,
+}
+
+impl SoakArgs {
+    /// The load shape.
+    pub fn shape(&self) -> LoadShape {
+        LoadShape {
+            rate: self.rate,
+            duration_secs: self.duration_secs,
+            petitions: self.petitions,
+            petition_rate: self.petition_rate,
+            max_inflight: self.max_inflight,
+            drain_secs: self.drain_secs,
+            text_bytes: self.text_bytes,
+        }
+    }
+}
+
+/// `storm`: everyone reconnects at once.
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Subscribed connections (capped at what one process can hold).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub connections: u64,
+    /// Petitions whose participants the connections sign in as.
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub petitions: u64,
+    /// Messages sent while everyone is disconnected.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub burst_messages: u64,
+    /// Connection attempts in flight at once for the first connect (the reconnect is all at once).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+    pub connect_concurrency: u64,
+    /// Seconds every client gets to reconnect and catch up.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub catchup_timeout_secs: u64,
+}
+
+/// `relay`: the bare relay.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+}
+
+impl Command {
+    /// The scenario's name (`relay` for the relay).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Idle(_) => "idle",
+            Command::Steady(_) => "steady",
+            Command::Storm(_) => "storm",
+            Command::Soak(_) => "soak",
+            Command::Relay(_) => "relay",
+        }
+    }
+
+    /// The common options of a scenario (`None` for the relay).
+    pub fn common(&self) -> Option<&CommonArgs> {
+        match self {
+            Command::Idle(a) => Some(&a.common),
+            Command::Steady(a) => Some(&a.common),
+            Command::Storm(a) => Some(&a.common),
+            Command::Soak(a) => Some(&a.common),
+            Command::Relay(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_scenarios_with_defaults() {
+        let cli = Cli::try_parse_from(["lianxin-load", "steady", "--rate", "2000"]).unwrap();
+        let Command::Steady(a) = cli.command else {
+            panic!("not steady")
+        };
+        assert_eq!(a.rate, 2000.0);
+        assert_eq!(a.duration_secs, 20);
+        assert_eq!(a.petitions, 300);
+        assert_eq!(a.max_inflight, 64);
+        assert!(!a.common.compare);
+        let cli = Cli::try_parse_from([
+            "lianxin-load",
+            "idle",
+            "--connections",
+            "20",
+            "--hold-secs",
+            "1",
+            "--compare",
+            "--report",
+            "/tmp/x.json",
+        ])
+        .unwrap();
+        assert_eq!(cli.command.name(), "idle");
+        let common = cli.command.common().unwrap();
+        assert!(common.compare);
+        assert_eq!(common.report, Some(PathBuf::from("/tmp/x.json")));
+        assert!(
+            Cli::try_parse_from(["lianxin-load", "idle", "--relay", "--compare"]).is_err(),
+            "--relay and --compare exclude each other"
+        );
+        assert!(Cli::try_parse_from(["lianxin-load", "soak", "--duration-secs", "0"]).is_err());
+        let cli = Cli::try_parse_from(["lianxin-load", "relay", "--listen", "127.0.0.1:1"]).unwrap();
+        assert!(cli.command.common().is_none());
+    }
+}

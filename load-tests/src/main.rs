@@ -1,0 +1,2 @@
+//! The `lianxin-load` binary.
+fn main() {}

@@ -332,7 +332,7 @@ async fn submit(
     let settings = county.settings();
     let filer = who.caller.account_id;
     if !new.client_msg_id.is_empty()
-        && let Some(ack) = store.idempotent_ack(filer, &new.client_msg_id)?
+        && let Some(ack) = store.idempotent_ack(filer, &format!("s/{}", new.client_msg_id))?
     {
         let id = lianxin_storage::trees::decode_u64(&ack)?;
         store.durable().await?;
@@ -442,7 +442,7 @@ async fn submit(
         read_mark: None,
         idempotency: (!new.client_msg_id.is_empty()).then(|| IdempotencyKey {
             account_id: filer,
-            client_msg_id: new.client_msg_id.clone(),
+            client_msg_id: format!("s/{}", new.client_msg_id),
             ack: id.to_be_bytes().to_vec(),
         }),
     };

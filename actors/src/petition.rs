@@ -372,10 +372,10 @@ async fn message(
         ));
     }
     if !client_msg_id.is_empty()
-        && let Some(ack) = state
-            .county
-            .store()
-            .idempotent_ack(who.caller.account_id, &client_msg_id)?
+        && let Some(ack) = state.county.store().idempotent_ack(
+            who.caller.account_id,
+            &message_key(state.petition.id, &client_msg_id),
+        )?
     {
         state.county.store().durable().await?;
         return duplicate_ack(&ack);
@@ -396,6 +396,7 @@ async fn message(
         });
     }
     p.last_seq = seq + entries.len() as u64 - 1;
+    let petition_id = p.id;
     let ack = MessageAck {
         petition_id: p.id,
         seq,
@@ -416,7 +417,7 @@ async fn message(
         read_mark: None,
         idempotency: (!client_msg_id.is_empty()).then(|| IdempotencyKey {
             account_id: who.caller.account_id,
-            client_msg_id,
+            client_msg_id: message_key(petition_id, &client_msg_id),
             ack: ack.encode_to_vec(),
         }),
     };
@@ -716,4 +717,9 @@ async fn supervise(
         .await?
         .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
     Ok(PetitionReply::Supervised(fired))
+}
+
+/// The idempotency key of a message: client message ids are scoped to the petition.
+fn message_key(petition_id: u64, client_msg_id: &str) -> String {
+    format!("m/{petition_id}/{client_msg_id}")
 }

@@ -210,6 +210,10 @@ pub struct StormArgs {
     /// Connection attempts in flight at once for the first connect (the reconnect is all at once).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=20_000))]
     pub connect_concurrency: u64,
+    /// Spread the reconnects evenly over this many milliseconds (0: all in the same instant), as
+    /// clients with a jittered back-off would.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub reconnect_spread_ms: u64,
     /// Seconds every client gets to reconnect and catch up.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub catchup_timeout_secs: u64,
@@ -221,6 +225,9 @@ pub struct RelayArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
+    /// Leave Nagle's algorithm on (no TCP_NODELAY on accepted sockets), to measure what it costs.
+    #[arg(long)]
+    pub no_nodelay: bool,
 }
 
 impl Command {
@@ -284,7 +291,8 @@ mod tests {
             "--relay and --compare exclude each other"
         );
         assert!(Cli::try_parse_from(["lianxin-load", "soak", "--duration-secs", "0"]).is_err());
-        let cli = Cli::try_parse_from(["lianxin-load", "relay", "--listen", "127.0.0.1:1"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["lianxin-load", "relay", "--listen", "127.0.0.1:1"]).unwrap();
         assert!(cli.command.common().is_none());
     }
 }

@@ -307,6 +307,124 @@ pub fn linear_slope(points: &[(f64, f64)]) -> Option<f64> {
     Some(sxy / sxx)
 }
 
+/// The whole machine's CPU time from the first line of `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct MachineCpu {
+    /// user + nice + system + irq + softirq + steal.
+    pub busy_ticks: u64,
+    /// Time waiting for I/O.
+    pub iowait_ticks: u64,
+    /// busy + idle + iowait.
+    pub total_ticks: u64,
+}
+
+/// Parses the `cpu` line of `/proc/stat`.
+pub fn parse_machine_cpu(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    let idle = get(3);
+    let iowait = get(4);
+    Some(MachineCpu {
+        busy_ticks: busy,
+        iowait_ticks: iowait,
+        total_ticks: busy + idle + iowait,
+    })
+}
+
+/// A counter of the `TcpExt` section of `/proc/net/netstat` (a line of names, then a line of
+/// values).
+pub fn parse_tcp_ext(netstat: &str, name: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let index = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(index)?.parse().ok()
+}
+
+/// One reading of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineReading {
+    /// CPU times.
+    pub cpu: MachineCpu,
+    /// Dirty page cache, bytes.
+    pub dirty_bytes: u64,
+    /// Times a listen queue overflowed (TcpExt ListenOverflows).
+    pub listen_overflows: u64,
+    /// SYNs to listening sockets dropped (TcpExt ListenDrops).
+    pub listen_drops: u64,
+}
+
+/// Reads the machine's CPU times, dirty page cache (`/proc/meminfo`) and listen-queue drops
+/// (`/proc/net/netstat`).
+pub fn read_machine() -> Option<MachineReading> {
+    let cpu = parse_machine_cpu(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let dirty_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| parse_status_bytes(&m, "Dirty"))
+        .unwrap_or(0);
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    Some(MachineReading {
+        cpu,
+        dirty_bytes,
+        listen_overflows: parse_tcp_ext(&netstat, "ListenOverflows").unwrap_or(0),
+        listen_drops: parse_tcp_ext(&netstat, "ListenDrops").unwrap_or(0),
+    })
+}
+
+/// What the whole machine did during a run, to tell whether something else disturbed it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MachineSummary {
+    /// CPUs online.
+    pub cpus: usize,
+    /// Busy CPU time per wall second over the run, all processes.
+    pub busy_cores: f64,
+    /// I/O wait per wall second.
+    pub iowait_cores: f64,
+    /// Busy cores not used by the target or this load generator.
+    pub other_cores: f64,
+    /// Dirty page cache when the run started (a large value means writeback competes with the
+    /// target's fsyncs).
+    pub dirty_at_start_bytes: u64,
+    /// Listen-queue overflows during the run (connection attempts the kernel dropped; the client
+    /// retries its SYN after a second).
+    pub listen_overflows: u64,
+    /// SYNs to listening sockets dropped during the run.
+    pub listen_drops: u64,
+}
+
+/// Summarises the machine between two readings `wall_secs` apart.
+pub fn machine_summary(
+    before: MachineReading,
+    after: MachineReading,
+    wall_secs: f64,
+    ours_cpu_secs: f64,
+) -> MachineSummary {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let secs = wall_secs.max(1e-9);
+    let busy = after.cpu.busy_ticks.saturating_sub(before.cpu.busy_ticks) as f64 / CLK_TCK;
+    let iowait = after
+        .cpu
+        .iowait_ticks
+        .saturating_sub(before.cpu.iowait_ticks) as f64
+        / CLK_TCK;
+    MachineSummary {
+        cpus,
+        busy_cores: busy / secs,
+        iowait_cores: iowait / secs,
+        other_cores: ((busy - ours_cpu_secs) / secs).max(0.0),
+        dirty_at_start_bytes: before.dirty_bytes,
+        listen_overflows: after
+            .listen_overflows
+            .saturating_sub(before.listen_overflows),
+        listen_drops: after.listen_drops.saturating_sub(before.listen_drops),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -339,6 +457,44 @@ mod tests {
         assert!((snap.cpu_secs - 3.25).abs() < 1e-9);
         assert_eq!(snap.rss_bytes, 54321 * 1024);
         assert_eq!(snap.hwm_bytes, 65432 * 1024);
+    }
+
+    #[test]
+    fn machine_cpu_line() {
+        let stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n";
+        let m = parse_machine_cpu(stat).unwrap();
+        assert_eq!(m.busy_ticks, 161);
+        assert_eq!(m.iowait_ticks, 20);
+        assert_eq!(m.total_ticks, 1181);
+        let later = MachineCpu {
+            busy_ticks: 361,
+            iowait_ticks: 70,
+            total_ticks: 1581,
+        };
+        let before = MachineReading {
+            cpu: m,
+            dirty_bytes: 4096,
+            listen_overflows: 3,
+            listen_drops: 3,
+        };
+        let after = MachineReading {
+            cpu: later,
+            dirty_bytes: 0,
+            listen_overflows: 10,
+            listen_drops: 12,
+        };
+        let s = machine_summary(before, after, 2.0, 1.5);
+        assert_eq!((s.listen_overflows, s.listen_drops), (7, 9));
+        assert!((s.busy_cores - 1.0).abs() < 1e-9);
+        assert!((s.iowait_cores - 0.25).abs() < 1e-9);
+        assert!((s.other_cores - 0.25).abs() < 1e-9);
+        assert_eq!(s.dirty_at_start_bytes, 4096);
+        assert!(read_machine().is_some());
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 5 6\n\
+            IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(parse_tcp_ext(netstat, "ListenOverflows"), Some(5));
+        assert_eq!(parse_tcp_ext(netstat, "ListenDrops"), Some(6));
+        assert_eq!(parse_tcp_ext(netstat, "Nope"), None);
     }
 
     #[test]

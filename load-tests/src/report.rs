@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::procstat::ProcessSummary;
+use crate::procstat::{MachineSummary, ProcessSummary};
 
 /// The largest latency a histogram holds, in microseconds (60 s); larger values are clamped.
 pub const MAX_LATENCY_US: u64 = 60_000_000;
@@ -232,6 +232,8 @@ pub struct Report {
     pub server_process: Option<ProcessSummary>,
     /// This load generator over the whole run.
     pub load_generator: Option<ProcessSummary>,
+    /// The whole machine over the whole run (to see whether anything else disturbed it).
+    pub machine: Option<MachineSummary>,
     /// Caveats.
     pub notes: Vec<String>,
 }
@@ -248,7 +250,10 @@ impl Report {
 
     /// A figure by name.
     pub fn figure(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
     }
 }
 
@@ -396,11 +401,15 @@ pub fn render_comparison(c: &Comparison) -> String {
                 r.label.clone(),
                 format_value(r.ours, r.unit),
                 format_value(r.relay, r.unit),
-                r.ratio.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}×")),
+                r.ratio
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}×")),
             ]
         })
         .collect();
-    out.push_str(&table(&["figure", "ours", "bare relay", "ours/relay"], &rows));
+    out.push_str(&table(
+        &["figure", "ours", "bare relay", "ours/relay"],
+        &rows,
+    ));
     let mut notes: Vec<&String> = c.ours.notes.iter().collect();
     for n in &c.relay.notes {
         if !notes.contains(&n) {
@@ -465,9 +474,19 @@ mod tests {
         let s = LatencySummary::of(&h);
         assert_eq!(s.count, 1002);
         assert!(s.max_us >= MAX_LATENCY_US && s.max_us <= MAX_LATENCY_US + MAX_LATENCY_US / 1000);
-        assert_eq!(LatencySummary::of(&latency_histogram()), LatencySummary::default());
-        let names: Vec<String> = s.metrics("ack", "ack").into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["ack_p50_us", "ack_p99_us", "ack_p999_us", "ack_max_us"]);
+        assert_eq!(
+            LatencySummary::of(&latency_histogram()),
+            LatencySummary::default()
+        );
+        let names: Vec<String> = s
+            .metrics("ack", "ack")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["ack_p50_us", "ack_p99_us", "ack_p999_us", "ack_max_us"]
+        );
     }
 
     #[test]
@@ -503,6 +522,7 @@ mod tests {
             details: serde_json::json!({}),
             server_process: None,
             load_generator: None,
+            machine: None,
             notes: vec!["media does not exist yet".into()],
         };
         r.index_figures();

@@ -114,6 +114,12 @@ impl Server {
         let local = listener.local_addr()?;
         tracing::info!(address = %local, "listening");
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        // Small frames must not wait for Nagle's algorithm (it adds ~40 ms to deliveries).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -240,6 +240,14 @@ async fn a_resend_with_the_same_client_id_is_acknowledged_not_stored_twice() {
         .filter(|e| e.client_msg_id == "dup-1")
         .count();
     assert_eq!(copies, 1);
+    // Client ids are scoped to the petition, and submissions apart from messages.
+    let q = resident
+        .submit_petition(submit("第二件", "dup-1"))
+        .await
+        .unwrap();
+    assert_ne!(q.id, p.id);
+    let other = resident.send_message(q.id, "hello", "dup-1").await.unwrap();
+    assert!(!other.duplicate);
     assert_eq!(
         server
             .county
@@ -247,7 +255,7 @@ async fn a_resend_with_the_same_client_id_is_acknowledged_not_stored_twice() {
             .petitions_of(server.account_id("resident-01-1a"), 0, 100, |_| true)
             .unwrap()
             .len(),
-        1
+        2
     );
     server.stop().await;
 }

@@ -74,6 +74,10 @@ pub struct OfficeCalendar {
 /// How deadline time runs: on the wall clock, or only in office hours.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per policy and kept; callers construct OfficeHours(calendar) directly"
+)]
 pub enum DeadlineClock {
     /// All time counts.
     #[default]
@@ -320,8 +324,10 @@ fn parse_date(text: &str) -> Option<i64> {
 /// The number of days in a month of the proleptic Gregorian calendar.
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
+        // 28 or 29: the days from February 1 to March 1.
+        2 => {
+            (days_from_civil(i64::from(year), 3, 1) - days_from_civil(i64::from(year), 2, 1)) as u32
+        }
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }

@@ -1,0 +1,235 @@
+//! Starting and stopping the process under load: the `lianxin` server on a fresh data folder, or
+//! the bare relay (`lianxin-load relay`), each on a free loopback port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a started process may take to answer on its port.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `lianxin` binary next to this executable.
+pub fn default_server_bin() -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()
+        .context("locating this executable")?
+        .with_file_name("lianxin"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; another process could take it meanwhile).
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A child process serving WebSockets on a loopback port; killed when dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    /// Its process id.
+    pub pid: u32,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its WebSocket URL.
+    pub url: String,
+    /// Where its standard output and error go.
+    pub log_path: PathBuf,
+    /// The data folder (and log), removed when dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    /// Starts `lianxin serve --data-dir <temp> --listen 127.0.0.1:<free port>` and waits until
+    /// `/readyz` answers 200.
+    pub async fn server(bin: &Path, log_filter: &str) -> anyhow::Result<Spawned> {
+        if !bin.is_file() {
+            bail!(
+                "server binary {} not found: build it (cargo build --release -p lianxin-server) \
+                 or pass --server-bin",
+                bin.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("lianxin-load-")
+            .tempdir()
+            .context("creating a data folder")?;
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let data = dir.path().join("data");
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .current_dir(dir.path())
+            .env("RUST_LOG", log_filter);
+        let mut spawned = Self::spawn(cmd, dir, addr).await?;
+        spawned.wait_ready(true).await?;
+        Ok(spawned)
+    }
+
+    /// Starts `<bin> relay --listen 127.0.0.1:<free port>` and waits until the port accepts.
+    pub async fn relay(bin: &Path) -> anyhow::Result<Spawned> {
+        let dir = tempfile::Builder::new()
+            .prefix("lianxin-relay-")
+            .tempdir()
+            .context("creating a folder for the relay's log")?;
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = Command::new(bin);
+        cmd.arg("relay").arg("--listen").arg(addr.to_string());
+        let mut spawned = Self::spawn(cmd, dir, addr).await?;
+        spawned.wait_ready(false).await?;
+        Ok(spawned)
+    }
+
+    async fn spawn(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Spawned> {
+        let log_path = dir.path().join("process.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Spawned {
+            pid: child.id(),
+            child,
+            addr,
+            url: format!("ws://{addr}/ws"),
+            log_path,
+            _dir: dir,
+        })
+    }
+
+    /// The last lines of the process's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    async fn wait_ready(&mut self, http_ready: bool) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let answered = if http_ready {
+                matches!(http_status(self.addr, "/readyz").await, Ok(200))
+            } else {
+                tokio::net::TcpStream::connect(self.addr).await.is_ok()
+            };
+            if answered {
+                return Ok(());
+            }
+            if let Some(status) = self.exited() {
+                bail!(
+                    "{} exited ({status}) before answering; its log ends with:\n{}",
+                    self.url,
+                    self.log_tail(20)
+                );
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "{} did not answer within {:?}; its log ends with:\n{}",
+                    self.url,
+                    START_TIMEOUT,
+                    self.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Kills the process and waits for it.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The status code of a plain HTTP/1.0 GET.
+pub async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    Ok(http_get(addr, path).await?.0)
+}
+
+/// A plain HTTP/1.0 GET: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut tcp =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .context("connect timed out")??;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut buf))
+        .await
+        .context("read timed out")??;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, b)| b.to_owned());
+    Ok((status, body))
+}
+
+/// The quantiles of one request kind's latency from the server's Prometheus text
+/// (`lianxin_request_seconds{request="<kind>",quantile="0.99"} 0.0012`), in seconds.
+pub fn request_quantiles(metrics: &str, kind: &str) -> Vec<(String, f64)> {
+    let prefix = format!("lianxin_request_seconds{{request=\"{kind}\",quantile=\"");
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (quantile, value) = rest.split_once("\"}")?;
+            Some((quantile.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_from_prometheus_text() {
+        let text = "# TYPE lianxin_request_seconds summary\n\
+            lianxin_request_seconds{request=\"send_message\",quantile=\"0.5\"} 0.0005\n\
+            lianxin_request_seconds{request=\"send_message\",quantile=\"0.99\"} 0.0012\n\
+            lianxin_request_seconds{request=\"ping\",quantile=\"0.99\"} 0.00001\n\
+            lianxin_request_seconds_sum{request=\"send_message\"} 1.5\n";
+        let q = request_quantiles(text, "send_message");
+        assert_eq!(
+            q,
+            vec![("0.5".to_owned(), 0.0005), ("0.99".to_owned(), 0.0012)]
+        );
+        assert!(request_quantiles(text, "subscribe").is_empty());
+    }
+}

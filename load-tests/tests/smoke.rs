@@ -1,0 +1,251 @@
+//! Every scenario at a tiny scale, against the real `lianxin` binary and against the bare relay
+//! (`--compare` runs both), through this crate's own binary: the reports must be written with
+//! their keys, and the outcomes must be clean (every message acknowledged and delivered, no event
+//! lost or duplicated in the storm, memory per connection measured).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The `lianxin` server binary in this build's target folder, built if it is missing.
+fn server_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/smoke-<hash> → target/<profile>/lianxin
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let bin = profile_dir.join("lianxin");
+        if !bin.is_file() {
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args(["build", "-p", "lianxin-server", "--bin", "lianxin"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("running cargo build");
+            assert!(status.success(), "cargo build -p lianxin-server failed");
+        }
+        assert!(bin.is_file(), "{} is missing", bin.display());
+        bin
+    })
+}
+
+/// Runs `lianxin-load <args> --report <tmp>` and returns the report.
+fn load(name: &str, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join(format!("{name}.json"));
+    let output = Command::new(env!("CARGO_BIN_EXE_lianxin-load"))
+        .args(args)
+        .arg("--server-bin")
+        .arg(server_bin())
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("running lianxin-load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "lianxin-load {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("report:"),
+        "the table names the report: {stdout}"
+    );
+    let text = std::fs::read_to_string(&report).expect("the report file is written");
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+fn figure(report: &Value, name: &str) -> f64 {
+    report["figures"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no figure {name} in {}", report["figures"]))
+}
+
+/// The keys every single-target report has.
+fn assert_report_shape(report: &Value, scenario: &str, kind: &str) {
+    for key in [
+        "scenario",
+        "target",
+        "started_at_unix",
+        "wall_secs",
+        "params",
+        "metrics",
+        "figures",
+        "details",
+        "server_process",
+        "load_generator",
+        "notes",
+    ] {
+        assert!(report.get(key).is_some(), "{scenario}/{kind}: no key {key}");
+    }
+    assert_eq!(report["scenario"], scenario);
+    assert_eq!(report["target"]["kind"], kind);
+    assert!(
+        report["target"]["pid"].as_u64().is_some(),
+        "the process is ours"
+    );
+    assert!(report["server_process"]["peak_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(report["details"]["server_samples"].as_array().is_some());
+}
+
+/// The keys of a comparison, and both of its reports.
+fn assert_comparison(report: &Value, scenario: &str) -> (Value, Value) {
+    assert_eq!(report["compare"], true);
+    assert_eq!(report["scenario"], scenario);
+    let ratios = report["ratios"].as_array().expect("ratios");
+    assert!(!ratios.is_empty());
+    for r in ratios {
+        for key in ["name", "ours", "relay", "ratio", "unit"] {
+            assert!(r.get(key).is_some(), "ratio without {key}: {r}");
+        }
+    }
+    assert_report_shape(&report["ours"], scenario, "server");
+    assert_report_shape(&report["relay"], scenario, "relay");
+    (report["ours"].clone(), report["relay"].clone())
+}
+
+#[test]
+fn idle_measures_memory_per_connection() {
+    let report = load(
+        "idle",
+        &[
+            "idle",
+            "--connections",
+            "20",
+            "--hold-secs",
+            "1",
+            "--compare",
+        ],
+    );
+    let (ours, relay) = assert_comparison(&report, "idle");
+    for r in [&ours, &relay] {
+        assert_eq!(figure(r, "connections"), 20.0);
+        assert_eq!(figure(r, "failed"), 0.0);
+        assert_eq!(figure(r, "still_open"), 20.0);
+        assert!(figure(r, "connect_per_sec") > 0.0);
+        assert!(
+            figure(r, "server_rss_per_connection_bytes") > 0.0,
+            "{}",
+            r["figures"]
+        );
+    }
+}
+
+#[test]
+fn steady_acknowledges_and_delivers_every_message() {
+    let report = load(
+        "steady",
+        &[
+            "steady",
+            "--rate",
+            "50",
+            "--duration-secs",
+            "2",
+            "--petitions",
+            "5",
+            "--compare",
+        ],
+    );
+    let (ours, relay) = assert_comparison(&report, "steady");
+    for r in [&ours, &relay] {
+        assert_eq!(figure(r, "acked"), 100.0, "{}", r["details"]);
+        for zero in [
+            "errors",
+            "dropped",
+            "unanswered",
+            "undelivered",
+            "cursor_errors",
+        ] {
+            assert_eq!(figure(r, zero), 0.0, "{zero}: {}", r["details"]);
+        }
+        assert_eq!(r["details"]["delivered"], 100);
+        assert_eq!(r["details"]["client_msg_id_mismatches"], 0);
+        assert!(figure(r, "ack_p50_us") > 0.0);
+        assert!(figure(r, "e2e_p99_us") >= figure(r, "e2e_p50_us"));
+        assert_eq!(
+            r["details"]["connections"], 15,
+            "3 participants × 5 petitions"
+        );
+    }
+    assert!(figure(&ours, "server_cpu_cores") > 0.0);
+}
+
+#[test]
+fn storm_loses_and_duplicates_nothing() {
+    let report = load(
+        "storm",
+        &[
+            "storm",
+            "--connections",
+            "10",
+            "--petitions",
+            "5",
+            "--burst-messages",
+            "50",
+            "--compare",
+        ],
+    );
+    let (ours, relay) = assert_comparison(&report, "storm");
+    for r in [&ours, &relay] {
+        assert_eq!(figure(r, "connections"), 10.0);
+        assert_eq!(figure(r, "burst_messages_acked"), 50.0);
+        assert_eq!(figure(r, "all_caught_up"), 1.0, "{}", r["details"]);
+        assert_eq!(figure(r, "lost_events"), 0.0);
+        assert_eq!(figure(r, "duplicate_events"), 0.0);
+        assert_eq!(figure(r, "not_caught_up"), 0.0);
+        assert!(
+            figure(r, "events_replayed") >= 10.0,
+            "every client had events to replay"
+        );
+        assert_eq!(r["details"]["clients_with_nothing_to_replay"], 0);
+    }
+}
+
+#[test]
+fn soak_reports_the_memory_trend() {
+    let report = load(
+        "soak",
+        &[
+            "soak",
+            "--rate",
+            "50",
+            "--duration-secs",
+            "3",
+            "--petitions",
+            "5",
+        ],
+    );
+    assert_report_shape(&report, "soak", "server");
+    assert_eq!(figure(&report, "acked"), 150.0);
+    assert_eq!(figure(&report, "errors"), 0.0);
+    assert!(figure(&report, "rss_first_window_avg_bytes") > 0.0);
+    assert!(figure(&report, "rss_last_window_avg_bytes") > 0.0);
+    let _ = figure(&report, "rss_slope_bytes_per_sec");
+    assert!(
+        report["details"]["memory_trend"]["window_secs"]
+            .as_f64()
+            .is_some()
+    );
+    let relay = load(
+        "soak-relay",
+        &[
+            "soak",
+            "--rate",
+            "50",
+            "--duration-secs",
+            "3",
+            "--petitions",
+            "5",
+            "--relay",
+        ],
+    );
+    assert_report_shape(&relay, "soak", "relay");
+    assert_eq!(figure(&relay, "acked"), 150.0);
+}

@@ -116,8 +116,22 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store, checking the schema version.
+    /// Opens (or creates) the store, checking the schema version. A lock still held by this
+    /// process's previous handle (released as its last tasks end) is waited for up to 2 s; a lock
+    /// held by another process is refused with [`StoreError::Locked`].
     pub fn open(config: &StoreConfig) -> Result<Store> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match Self::open_once(config) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(config: &StoreConfig) -> Result<Store> {
         std::fs::create_dir_all(&config.path).map_err(|e| StoreError::Engine(e.into()))?;
         let db = sled::Config::new()
             .path(&config.path)

@@ -479,86 +479,17 @@ impl Session {
                 let p = county.submit(&who, s).await?;
                 Ok(R::Petition(PetitionResult { petition: Some(p) }))
             }
-            Request::SendMessage(m) => petition(
-                county
-                    .petition(
-                        m.petition_id,
-                        &who,
-                        PetitionRequest::Message {
-                            text: m.text,
-                            client_msg_id: m.client_msg_id,
-                        },
-                    )
-                    .await?,
-            ),
-            Request::MarkRead(m) => petition(
-                county
-                    .petition(
-                        m.petition_id,
-                        &who,
-                        PetitionRequest::MarkRead { seq: m.seq },
-                    )
-                    .await?,
-            ),
-            Request::Transfer(t) => petition(
-                county
-                    .petition(
-                        t.petition_id,
-                        &who,
-                        PetitionRequest::Transfer {
-                            to_worker_id: t.to_worker_id,
-                            to_grid_id: t.to_grid_id,
-                            reason: t.reason,
-                        },
-                    )
-                    .await?,
-            ),
-            Request::Escalate(e) => {
-                let target = EscalationTarget::try_from(e.target).map_err(|_| {
-                    Refusal::new(ErrorCode::InvalidArgument, "unknown escalation target")
-                })?;
-                petition(
-                    county
-                        .petition(
-                            e.petition_id,
-                            &who,
-                            PetitionRequest::Escalate {
-                                target,
-                                unit_name: e.unit_name,
-                                note: e.note,
-                            },
-                        )
-                        .await?,
-                )
+            Request::SendMessage(_)
+            | Request::MarkRead(_)
+            | Request::Transfer(_)
+            | Request::Escalate(_)
+            | Request::Resolve(_)
+            | Request::Close(_)
+            | Request::Withdraw(_)
+            | Request::GetPetition(_) => {
+                let (petition_id, req) = petition_request(request)?;
+                petition(county.petition(petition_id, &who, req).await?)
             }
-            Request::Resolve(r) => petition(
-                county
-                    .petition(
-                        r.petition_id,
-                        &who,
-                        PetitionRequest::Resolve { summary: r.summary },
-                    )
-                    .await?,
-            ),
-            Request::Close(c) => petition(
-                county
-                    .petition(c.petition_id, &who, PetitionRequest::Close)
-                    .await?,
-            ),
-            Request::Withdraw(w) => petition(
-                county
-                    .petition(
-                        w.petition_id,
-                        &who,
-                        PetitionRequest::Withdraw { reason: w.reason },
-                    )
-                    .await?,
-            ),
-            Request::GetPetition(g) => petition(
-                county
-                    .petition(g.petition_id, &who, PetitionRequest::Open)
-                    .await?,
-            ),
             Request::ListPetitions(l) => Ok(R::Petitions(county.list_petitions(
                 &who,
                 &l.states,
@@ -785,6 +716,53 @@ fn request_name(r: &Request) -> &'static str {
         Request::GetInbox(_) => "get_inbox",
         Request::SetOnDuty(_) => "set_on_duty",
     }
+}
+
+/// The petition a request concerns and what it asks of it, for the requests a petition actor
+/// carries out.
+fn petition_request(request: Request) -> Result<(u64, PetitionRequest), Refusal> {
+    Ok(match request {
+        Request::SendMessage(m) => (
+            m.petition_id,
+            PetitionRequest::Message {
+                text: m.text,
+                client_msg_id: m.client_msg_id,
+            },
+        ),
+        Request::MarkRead(m) => (m.petition_id, PetitionRequest::MarkRead { seq: m.seq }),
+        Request::Transfer(t) => (
+            t.petition_id,
+            PetitionRequest::Transfer {
+                to_worker_id: t.to_worker_id,
+                to_grid_id: t.to_grid_id,
+                reason: t.reason,
+            },
+        ),
+        Request::Escalate(e) => {
+            let target = EscalationTarget::try_from(e.target).map_err(|_| {
+                Refusal::new(ErrorCode::InvalidArgument, "unknown escalation target")
+            })?;
+            (
+                e.petition_id,
+                PetitionRequest::Escalate {
+                    target,
+                    unit_name: e.unit_name,
+                    note: e.note,
+                },
+            )
+        }
+        Request::Resolve(r) => (
+            r.petition_id,
+            PetitionRequest::Resolve { summary: r.summary },
+        ),
+        Request::Close(c) => (c.petition_id, PetitionRequest::Close),
+        Request::Withdraw(w) => (
+            w.petition_id,
+            PetitionRequest::Withdraw { reason: w.reason },
+        ),
+        Request::GetPetition(g) => (g.petition_id, PetitionRequest::Open),
+        _ => return Err(Refusal::new(ErrorCode::Internal, "not a petition request")),
+    })
 }
 
 #[cfg(test)]

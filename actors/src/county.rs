@@ -7,18 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lianxin_protocol::v1::{
-    Category, Channel, GridInfo, HistoryPage, Petition, PetitionPage, PetitionState, Role,
-    SubmitPetition, WorkerInfo,
+    Board, BoardUpdate, Category, Channel, GetBoardPetitions, GridInfo, HistoryPage, Petition,
+    PetitionPage, PetitionState, Role, SubmitPetition, WatchBoard, WorkerInfo,
 };
-use lianxin_storage::{AccountRecord, Store};
+use lianxin_storage::{AccountRecord, FeedItem, Store};
 use parking_lot::RwLock;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::board::{self, BoardActor, BoardMsg};
 use crate::clock::SharedClock;
 use crate::domain::access::{self, Caller};
+use crate::domain::board::Facts;
 use crate::domain::calendar::CalendarError;
 use crate::domain::supervision::{Policy, SupervisionConfig};
 use crate::error::{DomainError, DomainResult};
@@ -41,6 +43,26 @@ pub struct DomainSettings {
     pub supervision: SupervisionConfig,
     /// How often the supervisor looks for due steps (none: only when asked, as tests do).
     pub supervision_tick: Option<Duration>,
+    /// The response boards.
+    pub board: BoardSettings,
+}
+
+/// Settings of the response boards.
+#[derive(Debug, Clone)]
+pub struct BoardSettings {
+    /// The time zone "today" is counted in, in minutes east of UTC (480: China).
+    pub utc_offset_minutes: i32,
+    /// How often changed boards are pushed to their watchers.
+    pub interval: Duration,
+}
+
+impl Default for BoardSettings {
+    fn default() -> Self {
+        BoardSettings {
+            utc_offset_minutes: 480,
+            interval: Duration::from_millis(500),
+        }
+    }
 }
 
 impl Default for DomainSettings {
@@ -51,6 +73,7 @@ impl Default for DomainSettings {
             call_timeout: Duration::from_secs(10),
             supervision: SupervisionConfig::default(),
             supervision_tick: Some(Duration::from_millis(250)),
+            board: BoardSettings::default(),
         }
     }
 }
@@ -107,6 +130,10 @@ struct Inner {
     supervisor: RwLock<Option<ActorRef<SupervisorMsg>>>,
     /// Tells the supervision ticker to stop.
     stop_ticker: Arc<AtomicBool>,
+    /// The board actor, once started.
+    board: RwLock<Option<ActorRef<BoardMsg>>>,
+    /// Whether any board has loaded facts (and so wants to hear of petition changes).
+    board_active: AtomicBool,
 }
 
 /// Handle on the running domain; cheap to clone.
@@ -161,6 +188,8 @@ impl County {
             policies,
             supervisor: RwLock::new(None),
             stop_ticker: Arc::new(AtomicBool::new(false)),
+            board: RwLock::new(None),
+            board_active: AtomicBool::new(false),
         }));
         for grid in county.store().grids()? {
             let id = grid.id;
@@ -176,6 +205,11 @@ impl County {
             spawn_ticker(supervisor.clone(), every, county.0.stop_ticker.clone());
         }
         *county.0.supervisor.write() = Some(supervisor);
+        let (board, _) = Actor::spawn(None, BoardActor, county.clone())
+            .await
+            .map_err(|e| DomainError::Unavailable(format!("board did not start: {e}")))?;
+        board::spawn_ticker(board.clone(), county.0.settings.board.interval);
+        *county.0.board.write() = Some(board);
         tracing::info!(
             grids = county.0.grids.read().len(),
             pending_steps = county.store().pending_step_count(),
@@ -187,6 +221,12 @@ impl County {
     /// Stops every actor and flushes storage.
     pub async fn shutdown(&self) -> DomainResult<()> {
         self.0.stop_ticker.store(true, Ordering::Release);
+        let board = self.0.board.write().take();
+        if let Some(board) = board {
+            let _ = board
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+                .await;
+        }
         let supervisor = self.0.supervisor.write().take();
         if let Some(supervisor) = supervisor {
             let _ = supervisor
@@ -219,6 +259,85 @@ impl County {
     /// Live sessions.
     pub fn hub(&self) -> &Hub {
         &self.0.hub
+    }
+
+    /// Delivers a commit's feed events live and tells the boards that the petition changed.
+    pub fn publish(&self, petition: &Petition, items: &[FeedItem]) {
+        self.0.hub.deliver(items);
+        if self.0.board_active.load(Ordering::Acquire)
+            && let Some(board) = self.0.board.read().as_ref()
+        {
+            let _ = board.send_message(BoardMsg::Changed(Box::new(Facts::from(petition))));
+        }
+    }
+
+    /// Marks whether boards want petition changes (the board actor sets it once it loaded facts).
+    pub(crate) fn board_active(&self, active: bool) {
+        self.0.board_active.store(active, Ordering::Release);
+    }
+
+    fn board_ref(&self) -> DomainResult<ActorRef<BoardMsg>> {
+        self.0
+            .board
+            .read()
+            .clone()
+            .ok_or_else(|| DomainError::Unavailable("board not running".into()))
+    }
+
+    async fn call_board<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(ractor::RpcReplyPort<DomainResult<T>>) -> BoardMsg,
+    ) -> DomainResult<T> {
+        match self
+            .board_ref()?
+            .call(build, Some(self.0.settings.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(v)) => v,
+            _ => Err(DomainError::Unavailable("board unavailable".into())),
+        }
+    }
+
+    /// Starts (or replaces) a session's live board: returns it whole, then sends its changes to
+    /// `out`.
+    pub async fn watch_board(
+        &self,
+        session: u64,
+        who: &CallerInfo,
+        request: WatchBoard,
+        out: tokio::sync::mpsc::Sender<BoardUpdate>,
+    ) -> DomainResult<Board> {
+        let who = who.caller.clone();
+        self.call_board(|reply| BoardMsg::Watch {
+            session,
+            who,
+            request,
+            out,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops a session's live board.
+    pub fn unwatch_board(&self, session: u64) {
+        if let Ok(board) = self.board_ref() {
+            let _ = board.send_message(BoardMsg::Unwatch { session });
+        }
+    }
+
+    /// The petitions behind one figure of a board (drill-down).
+    pub async fn board_petitions(
+        &self,
+        who: &CallerInfo,
+        request: GetBoardPetitions,
+    ) -> DomainResult<PetitionPage> {
+        let who = who.caller.clone();
+        self.call_board(|reply| BoardMsg::Drill {
+            who,
+            request,
+            reply,
+        })
+        .await
     }
 
     /// Limits.

@@ -449,7 +449,7 @@ async fn submit(
     match store.commit(&commit)? {
         CommitResult::Done(items) => {
             store.durable().await?;
-            county.hub().deliver(&items);
+            county.publish(&commit.petition, &items);
             metrics::counter!("lianxin_petitions_submitted_total").increment(1);
             tracing::info!(petition = id, assignee, "petition submitted");
             Ok(p)

@@ -9,9 +9,11 @@
 //! - [`worker`]: the worker actor: on-duty status and connected devices.
 //! - [`petition`]: the petition actor: numbers, stores and fans out a petition's changes.
 //! - [`supervisor`]: the supervisor actor: fires reminders and escalations when they fall due.
+//! - [`board`]: the board actor: live response boards for supervisors.
 //! - [`hub`]: live delivery of feed events to connected sessions.
 //! - [`error`]: the domain's error type and its protocol error codes.
 
+pub mod board;
 pub mod clock;
 pub mod county;
 pub mod domain;

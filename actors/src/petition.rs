@@ -338,7 +338,7 @@ async fn store_and_publish(
         CommitResult::Done(items) => {
             state.petition = commit.petition;
             store.durable().await?;
-            county.hub().deliver(&items);
+            county.publish(&state.petition, &items);
             Ok(Ok(()))
         }
         CommitResult::Duplicate(ack) => {

@@ -18,12 +18,13 @@ use lianxin_protocol::{
     SUBPROTOCOL, Wire,
     codec::{self, Encoded},
     v1::{
-        Authenticate, ClientFrame, ClosePetition, EscalatePetition, Event, GetHistory, GetInbox,
-        GetMyGrid, GetPetition, GridInfo, HistoryPage, ListPetitions, LookupAddress, MarkRead,
-        MessageAck, Petition, PetitionDetail, PetitionPage, Ping, Pong, Register, Reply,
-        ResolvePetition, SendMessage, ServerFrame, SetOnDuty, SignIn, SignOut, SignOutEverywhere,
-        SignedIn, SubmitPetition, Subscribe, Subscribed, TransferPetition, WithdrawPetition,
-        client_frame::Request, reply, server_frame,
+        Authenticate, Board, BoardUpdate, ClientFrame, ClosePetition, EscalatePetition, Event,
+        GetBoardPetitions, GetHistory, GetInbox, GetMyGrid, GetPetition, GridInfo, HistoryPage,
+        ListPetitions, LookupAddress, MarkRead, MessageAck, Petition, PetitionDetail, PetitionPage,
+        Ping, Pong, Register, Reply, ResolvePetition, SendMessage, ServerFrame, SetOnDuty, SignIn,
+        SignOut, SignOutEverywhere, SignedIn, SubmitPetition, Subscribe, Subscribed,
+        TransferPetition, UnwatchBoard, WatchBoard, WithdrawPetition, client_frame::Request, reply,
+        server_frame,
     },
 };
 use tokio::{
@@ -53,6 +54,8 @@ pub const DEFAULT_DEVICE: &str = "lianxin-client";
 
 /// How many outgoing messages may wait for the writer task.
 const OUTGOING_CAPACITY: usize = 1024;
+/// Board updates kept unread before the reader waits (read them, or unwatch the board).
+const BOARD_CAPACITY: usize = 64;
 
 /// How long [`Client::close`] and the reader wait for the close handshake to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -151,6 +154,7 @@ struct Shared {
 pub struct Client {
     shared: Arc<Shared>,
     events: mpsc::Receiver<Event>,
+    boards: mpsc::Receiver<BoardUpdate>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -264,6 +268,7 @@ async fn read_loop(
     mut stream: SplitStream<Ws>,
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
+    boards: mpsc::Sender<BoardUpdate>,
     max_frame: usize,
 ) {
     let info = loop {
@@ -316,6 +321,13 @@ async fn read_loop(
                 // receiver means the client is gone, and the task is about to be aborted.
                 if events.send(event).await.is_err() {
                     tracing::debug!("event dropped: the client is gone");
+                }
+            }
+            Some(server_frame::Frame::BoardUpdate(update)) => {
+                // Each update holds the rows changed since the previous one, so none may be
+                // dropped: like events, a full channel makes the reader wait.
+                if boards.send(update).await.is_err() {
+                    tracing::debug!("board update dropped: the client is gone");
                 }
             }
             None => tracing::warn!("server frame without content"),
@@ -419,6 +431,7 @@ impl Client {
         let (sink, stream) = ws.split();
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let (events_tx, events_rx) = mpsc::channel(options.event_capacity.max(1));
+        let (boards_tx, boards_rx) = mpsc::channel(BOARD_CAPACITY);
         let shared = Arc::new(Shared {
             router: Router::default(),
             outgoing: outgoing_tx,
@@ -433,12 +446,14 @@ impl Client {
             stream,
             Arc::clone(&shared),
             events_tx,
+            boards_tx,
             options.max_frame,
         ));
         let writer = tokio::spawn(write_loop(sink, outgoing_rx));
         Ok(Client {
             shared,
             events: events_rx,
+            boards: boards_rx,
             reader,
             writer,
         })
@@ -787,6 +802,35 @@ impl Client {
     pub async fn set_on_duty(&self, on_duty: bool) -> Result<(), ClientError> {
         let request = Request::SetOnDuty(SetOnDuty { on_duty });
         expect_result!(self.request(request).await?, Ok, "ok").map(|_| ())
+    }
+
+    // ------------------------------------------------------------------ typed calls: supervision
+
+    /// Starts watching a response board: returns it whole; its changes then arrive through
+    /// [`Client::next_board_update`].
+    pub async fn watch_board(&self, watch: WatchBoard) -> Result<Board, ClientError> {
+        let result = self.request(Request::WatchBoard(watch)).await?;
+        expect_result!(result, Board, "board")
+    }
+
+    /// Stops the board updates.
+    pub async fn unwatch_board(&self) -> Result<(), ClientError> {
+        let request = Request::UnwatchBoard(UnwatchBoard {});
+        expect_result!(self.request(request).await?, Ok, "ok").map(|_| ())
+    }
+
+    /// The petitions behind one figure of a board.
+    pub async fn board_petitions(
+        &self,
+        drill: GetBoardPetitions,
+    ) -> Result<PetitionPage, ClientError> {
+        let result = self.request(Request::GetBoardPetitions(drill)).await?;
+        expect_result!(result, Petitions, "petitions")
+    }
+
+    /// The next update of the watched board; `None` once the connection has ended.
+    pub async fn next_board_update(&mut self) -> Option<BoardUpdate> {
+        self.boards.recv().await
     }
 }
 

@@ -90,6 +90,7 @@ pub fn result_name(result: &reply::Result) -> &'static str {
         reply::Result::PetitionDetail(_) => "petitionDetail",
         reply::Result::History(_) => "history",
         reply::Result::Grid(_) => "grid",
+        reply::Result::Board(_) => "board",
     }
 }
 

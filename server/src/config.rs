@@ -32,6 +32,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// Milliseconds between the supervisor's looks for due steps.
     pub supervision_tick_ms: u64,
+    /// The supervisors' live response boards.
+    pub board: BoardConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -62,6 +64,25 @@ pub struct Limits {
     pub call_timeout_secs: u64,
 }
 
+/// Settings of the live response boards (see docs/metrics.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoardConfig {
+    /// The time zone "today" is counted in, in minutes east of UTC (480: China Standard Time).
+    pub utc_offset_minutes: i32,
+    /// Milliseconds between pushes of changed boards to their watchers.
+    pub interval_ms: u64,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        BoardConfig {
+            utc_offset_minutes: 480,
+            interval_ms: 500,
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -83,6 +104,7 @@ impl Default for Config {
             limits: Limits::default(),
             supervision: SupervisionConfig::default(),
             supervision_tick_ms: 250,
+            board: BoardConfig::default(),
             log: LogConfig::default(),
         }
     }

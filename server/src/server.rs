@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lianxin_actors::clock::SharedClock;
-use lianxin_actors::county::{County, DomainSettings};
+use lianxin_actors::county::{BoardSettings, County, DomainSettings};
 use lianxin_storage::{Store, StoreConfig, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -72,6 +72,10 @@ impl Server {
             supervision: config.supervision.clone(),
             supervision_tick: (config.supervision_tick_ms > 0)
                 .then(|| Duration::from_millis(config.supervision_tick_ms)),
+            board: BoardSettings {
+                utc_offset_minutes: config.board.utc_offset_minutes,
+                interval: Duration::from_millis(config.board.interval_ms.max(10)),
+            },
         };
         let county = County::start(store, clock, settings).await?;
         Ok(Server {

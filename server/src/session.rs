@@ -20,8 +20,8 @@ use lianxin_actors::petition::{CallerInfo, PetitionReply, PetitionRequest};
 use lianxin_protocol::codec::{self, Wire};
 use lianxin_protocol::reply;
 use lianxin_protocol::v1::{
-    ClientFrame, ErrorCode, EscalationTarget, Event, PetitionResult, Pong, ServerFrame, SignedIn,
-    Subscribed, client_frame::Request, reply::Result as R, server_frame,
+    BoardUpdate, ClientFrame, Empty, ErrorCode, EscalationTarget, Event, PetitionResult, Pong,
+    ServerFrame, SignedIn, Subscribed, client_frame::Request, reply::Result as R, server_frame,
 };
 use lianxin_storage::AccountRecord;
 use prost::Message as _;
@@ -30,6 +30,9 @@ use tracing::Instrument;
 
 use crate::auth::{self, AuthError, Registration as NewResident};
 use crate::config::Config;
+
+/// Board updates queued for a session before the board waits and resends the whole board.
+const BOARD_QUEUE: usize = 8;
 
 /// Close codes the server uses (see docs/protocol.md).
 pub mod close {
@@ -119,6 +122,8 @@ struct Session {
     ending: Option<Ending>,
     /// A Subscribe was just answered; the backlog follows the reply.
     catching_up: bool,
+    /// Updates of the watched board, once WatchBoard was asked.
+    board: Option<tokio::sync::mpsc::Receiver<BoardUpdate>>,
 }
 
 /// Account already signed in by the `Authorization` header.
@@ -143,6 +148,7 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
             last_seen: Instant::now(),
             ending: None,
             catching_up: false,
+            board: None,
         };
         if let Some(pre) = pre {
             session.sign_in_as(pre.account, pre.token_hash);
@@ -183,6 +189,9 @@ impl Session {
 
     async fn finish(&mut self, ending: Option<Ending>) {
         if let Some(authed) = self.authed.take() {
+            if self.board.take().is_some() {
+                self.app.county.unwatch_board(authed.registration.id);
+            }
             self.app
                 .county
                 .hub()
@@ -230,6 +239,11 @@ impl Session {
                 },
                 push = next_push(&mut self.authed) => {
                     if let Err(e) = self.on_push(push).await {
+                        return e;
+                    }
+                }
+                update = next_board_update(&mut self.board) => {
+                    if let Err(e) = self.on_board_update(update).await {
                         return e;
                     }
                 }
@@ -329,6 +343,11 @@ impl Session {
                 reply::error(id, e.code, e.message)
             }
         }
+    }
+
+    /// This session's id (its hub registration), 0 before sign-in.
+    fn session_id(&self) -> u64 {
+        self.authed.as_ref().map_or(0, |a| a.registration.id)
     }
 
     fn caller(&self) -> Result<&CallerInfo, Refusal> {
@@ -504,6 +523,22 @@ impl Session {
             )?)),
             Request::GetMyGrid(_) => Ok(R::Grid(county.my_grid(&who).await?)),
             Request::GetInbox(_) => Ok(R::Petitions(county.inbox(&who)?)),
+            Request::WatchBoard(w) => {
+                let session = self.session_id();
+                let (tx, rx) = tokio::sync::mpsc::channel(BOARD_QUEUE);
+                let board = county.watch_board(session, &who, w, tx).await?;
+                self.board = Some(rx);
+                Ok(R::Board(board))
+            }
+            Request::UnwatchBoard(_) => {
+                if self.board.take().is_some() {
+                    county.unwatch_board(self.session_id());
+                }
+                Ok(R::Ok(Empty {}))
+            }
+            Request::GetBoardPetitions(g) => {
+                Ok(R::Petitions(county.board_petitions(&who, g).await?))
+            }
             Request::SetOnDuty(d) => {
                 county.set_on_duty(&who, d.on_duty).await?;
                 Ok(R::Ok(lianxin_protocol::v1::Empty {}))
@@ -542,6 +577,18 @@ impl Session {
                 reason: "server shutting down",
             })),
         }
+    }
+
+    async fn on_board_update(&mut self, update: Option<BoardUpdate>) -> Result<(), Option<Ending>> {
+        let Some(update) = update else {
+            self.board = None; // the board actor stopped (shutdown)
+            return Ok(());
+        };
+        let frame = ServerFrame {
+            frame: Some(server_frame::Frame::BoardUpdate(update)),
+        };
+        self.send_frame(&frame, self.event_wire.unwrap_or(Wire::Binary))
+            .await
     }
 
     async fn on_lag(&mut self) -> Result<(), Option<Ending>> {
@@ -639,6 +686,15 @@ async fn next_push(authed: &mut Option<Authed>) -> Option<Push> {
     }
 }
 
+async fn next_board_update(
+    board: &mut Option<tokio::sync::mpsc::Receiver<BoardUpdate>>,
+) -> Option<BoardUpdate> {
+    match board {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn lag_signal(signals: Option<Arc<lianxin_actors::hub::SessionSignals>>) {
     match signals {
         Some(s) => s.wake.notified().await,
@@ -715,6 +771,9 @@ fn request_name(r: &Request) -> &'static str {
         Request::LookupAddress(_) => "lookup_address",
         Request::GetInbox(_) => "get_inbox",
         Request::SetOnDuty(_) => "set_on_duty",
+        Request::WatchBoard(_) => "watch_board",
+        Request::UnwatchBoard(_) => "unwatch_board",
+        Request::GetBoardPetitions(_) => "get_board_petitions",
     }
 }
 

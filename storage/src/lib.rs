@@ -31,7 +31,7 @@ pub use petitions::{Commit, CommitResult, FeedItem};
 pub use records::{AccountRecord, SessionRecord};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +197,18 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     })
                 } else {
-                    // Migrations from older versions go here, one step at a time.
+                    // Migrations from older versions, one step at a time.
+                    if found < 2 {
+                        let n = self.rebuild_community_indexes()?;
+                        tracing::info!(petitions = n, "schema 1 → 2: community indexes built");
+                    }
+                    if found < SCHEMA_VERSION {
+                        meta.insert(
+                            trees::META_SCHEMA_VERSION,
+                            &SCHEMA_VERSION.to_be_bytes()[..],
+                        )?;
+                        self.db.flush()?;
+                    }
                     Ok(())
                 }
             }

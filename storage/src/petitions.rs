@@ -8,7 +8,7 @@ use prost::Message;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::trees::{commit_idx as ix, decode_u64, key_bytes, key1, key2, second_u64};
+use crate::trees::{commit_idx as ix, decode_u64, key_bytes, key1, key2, key3, second_u64};
 use crate::{Result, Store, StoreError};
 
 /// Everything one change to a petition writes, atomically.
@@ -59,6 +59,19 @@ pub enum CommitResult {
     Done(Vec<FeedItem>),
     /// Nothing stored: the idempotency key was seen before; here is its acknowledgement.
     Duplicate(Vec<u8>),
+}
+
+/// Whether a petition in this state is still open (not closed or withdrawn).
+fn is_open(state: i32) -> bool {
+    !matches!(
+        PetitionState::try_from(state),
+        Ok(PetitionState::Closed | PetitionState::Withdrawn)
+    )
+}
+
+/// The creation-index key of a petition.
+fn created_key(p: &Petition) -> [u8; 24] {
+    key3(p.community_id, p.created_at_ms.max(0) as u64, p.id)
 }
 
 /// Whether a petition in this state waits for its assignee to act (and so is in their inbox).
@@ -177,6 +190,15 @@ impl Store {
             }
             if p.next_step_at_ms > 0 {
                 t[ix::STEP_AT].insert(&key2(p.next_step_at_ms as u64, p.id), &[][..])?;
+            }
+            // And the community indexes (a transfer may move a petition to another community).
+            if let Some(old) = &old {
+                t[ix::COMMUNITY_CREATED].remove(&created_key(old)[..])?;
+                t[ix::COMMUNITY_OPEN].remove(&key2(old.community_id, p.id))?;
+            }
+            t[ix::COMMUNITY_CREATED].insert(&created_key(p)[..], &[][..])?;
+            if is_open(p.state) {
+                t[ix::COMMUNITY_OPEN].insert(&key2(p.community_id, p.id), &[][..])?;
             }
             for account in &c.add_participants {
                 t[ix::ACCOUNT_PETITION].insert(&key2(*account, p.id), &[][..])?;
@@ -310,6 +332,64 @@ impl Store {
             .collect()
     }
 
+    /// Petitions of a community created in `[from_ms, to_ms)`, oldest first.
+    pub fn petitions_created(
+        &self,
+        community_id: u64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Petition>> {
+        let from = key3(community_id, from_ms.max(0) as u64, 0);
+        let to = key3(community_id, to_ms.max(0) as u64, 0);
+        let mut out = Vec::new();
+        for item in self.trees.communityid_createdat_petitionid.range(from..to) {
+            let (k, _) = item?;
+            let id = k
+                .get(16..24)
+                .ok_or_else(|| StoreError::Corrupt("short creation key".into()))
+                .and_then(decode_u64)?;
+            if let Some(p) = self.petition(id)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The open petitions (not closed or withdrawn) of a community.
+    pub fn open_petitions(&self, community_id: u64) -> Result<Vec<Petition>> {
+        let mut out = Vec::new();
+        for item in self
+            .trees
+            .communityid_open_petitionid
+            .scan_prefix(key1(community_id))
+        {
+            let (k, _) = item?;
+            if let Some(p) = self.petition(second_u64(&k)?)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds the community indexes from the petitions (schema migration 1 → 2).
+    pub(crate) fn rebuild_community_indexes(&self) -> Result<usize> {
+        let mut n = 0;
+        for item in self.trees.petitionid_petition.iter() {
+            let (_, v) = item?;
+            let p = Petition::decode(&*v)?;
+            self.trees
+                .communityid_createdat_petitionid
+                .insert(&created_key(&p)[..], &[][..])?;
+            if is_open(p.state) {
+                self.trees
+                    .communityid_open_petitionid
+                    .insert(&key2(p.community_id, p.id)[..], &[][..])?;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Number of petitions with a pending supervision step.
     pub fn pending_step_count(&self) -> usize {
         self.trees.stepat_petitionid.len()
@@ -396,6 +476,55 @@ mod tests {
         assert_eq!(feed[0].cursor, 2);
         assert_eq!(store.assigned_to(7).unwrap().len(), 1);
         assert_eq!(store.petitions_of(100, 0, 10, |_| true).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn community_indexes_follow_transfers_and_closing() {
+        let store = Store::temporary().unwrap();
+        let put = |p: &Petition| {
+            store
+                .commit(&Commit {
+                    petition: p.clone(),
+                    ..Default::default()
+                })
+                .unwrap();
+        };
+        let ids = |v: Vec<Petition>| v.iter().map(|p| p.id).collect::<Vec<_>>();
+        for (id, at) in [(1, 1_000), (2, 2_000), (3, 3_000)] {
+            let mut p = petition(id, 7, PetitionState::Submitted, 1);
+            p.community_id = 5;
+            p.created_at_ms = at;
+            put(&p);
+        }
+        assert_eq!(
+            ids(store.petitions_created(5, 1_000, 3_000).unwrap()),
+            [1, 2]
+        );
+        assert_eq!(
+            ids(store.petitions_created(5, 0, i64::MAX).unwrap()),
+            [1, 2, 3]
+        );
+        assert_eq!(ids(store.open_petitions(5).unwrap()), [1, 2, 3]);
+
+        // Petition 2 moves to community 6; petition 3 is closed.
+        let mut moved = petition(2, 8, PetitionState::Transferred, 2);
+        moved.community_id = 6;
+        moved.created_at_ms = 2_000;
+        put(&moved);
+        let mut closed = petition(3, 7, PetitionState::Closed, 2);
+        closed.community_id = 5;
+        closed.created_at_ms = 3_000;
+        put(&closed);
+        assert_eq!(
+            ids(store.petitions_created(5, 0, i64::MAX).unwrap()),
+            [1, 3]
+        );
+        assert_eq!(ids(store.petitions_created(6, 0, i64::MAX).unwrap()), [2]);
+        assert_eq!(ids(store.open_petitions(5).unwrap()), [1]);
+        assert_eq!(ids(store.open_petitions(6).unwrap()), [2]);
+        // A rebuild (the schema migration) finds the same.
+        store.rebuild_community_indexes().unwrap();
+        assert_eq!(ids(store.open_petitions(5).unwrap()), [1]);
     }
 
     #[test]

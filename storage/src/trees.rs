@@ -67,6 +67,10 @@ declare_trees! {
     stepat_petitionid,
     /// (community id or 0 for the township, account id) → (): supervisors by scope.
     communityid_supervisorid,
+    /// (community id, creation time, petition id) → (): every petition by community and age.
+    communityid_createdat_petitionid,
+    /// (community id, petition id) → (): the open petitions (not closed or withdrawn) of a community.
+    communityid_open_petitionid,
 }
 
 /// Index of each tree in [`Trees::petition_commit_set`]'s slice.
@@ -80,11 +84,13 @@ pub(crate) mod commit_idx {
     pub const FEEDHEAD: usize = 6;
     pub const IDEMPOTENCY: usize = 7;
     pub const STEP_AT: usize = 8;
+    pub const COMMUNITY_CREATED: usize = 9;
+    pub const COMMUNITY_OPEN: usize = 10;
 }
 
 impl Trees {
     /// The trees a petition commit writes, in [`commit_idx`] order.
-    pub(crate) fn petition_commit_set(&self) -> [sled::Tree; 9] {
+    pub(crate) fn petition_commit_set(&self) -> [sled::Tree; 11] {
         [
             self.petitionid_petition.clone(),
             self.petitionid_seq_entry.clone(),
@@ -95,6 +101,8 @@ impl Trees {
             self.accountid_feedhead.clone(),
             self.accountid_clientmsgid_ack.clone(),
             self.stepat_petitionid.clone(),
+            self.communityid_createdat_petitionid.clone(),
+            self.communityid_open_petitionid.clone(),
         ]
     }
 }
@@ -109,6 +117,15 @@ pub fn key2(a: u64, b: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&a.to_be_bytes());
     k[8..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+/// Key of three big-endian u64s.
+pub fn key3(a: u64, b: u64, c: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&a.to_be_bytes());
+    k[8..16].copy_from_slice(&b.to_be_bytes());
+    k[16..].copy_from_slice(&c.to_be_bytes());
     k
 }
 

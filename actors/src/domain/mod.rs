@@ -3,8 +3,11 @@
 //! - [`access`]: how an account relates to a petition, and so what it may see and do.
 //! - [`petition`]: the petition state machine: which command is allowed in which state, and what
 //!   it changes.
+//! - [`calendar`], [`supervision`]: deadlines, office hours and the supervision ladder.
+//! - [`board`]: the response board's figures (docs/metrics.md).
 
 pub mod access;
+pub mod board;
 pub mod calendar;
 pub mod petition;
 pub mod supervision;

@@ -337,11 +337,17 @@ impl Policy {
     }
 }
 
-/// Records that a step fired: counts it and raises the escalation level.
+/// Records that a step fired: counts it, notes the worker it concerns (reminders, escalations)
+/// and raises the escalation level.
 pub fn record_step(p: &mut Petition, step: &DueStep) {
     match step.deadline {
         DeadlineKind::Completion => p.completion_steps_done += 1,
         _ => p.response_steps_done += 1,
+    }
+    match step.planned.step {
+        StepKind::Reminder => p.reminded_worker_ids.push(p.assignee_id),
+        StepKind::Escalation => p.escalated_worker_ids.push(p.assignee_id),
+        _ => {}
     }
     if step.planned.step == StepKind::Escalation && step.planned.level as i32 > p.escalation_level {
         p.set_escalation_level(step.planned.level);
@@ -359,6 +365,7 @@ mod tests {
     fn petition(policy: &Policy, created: i64) -> Petition {
         let mut p = Petition {
             id: 1,
+            assignee_id: 7,
             created_at_ms: created,
             category: Category::Complaint as i32,
             ..Default::default()
@@ -418,6 +425,9 @@ mod tests {
             ]
         );
         assert_eq!(p.escalation_level(), SupervisionLevel::Township);
+        // The petition remembers whom the reminder and the escalations concerned.
+        assert_eq!(p.reminded_worker_ids, vec![p.assignee_id]);
+        assert_eq!(p.escalated_worker_ids, vec![p.assignee_id; 3]);
 
         // A fresh petition answered after the reminder: the response ladder stops there.
         let mut q = petition(&policy, 0);

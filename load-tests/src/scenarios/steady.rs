@@ -417,7 +417,8 @@ async fn read_loop(conn: Arc<LoadConn>, mut stream: SplitStream<RawWs>, shared: 
         match frame.frame {
             Some(server_frame::Frame::Reply(reply)) => on_reply(&conn, &shared, reply, now),
             Some(server_frame::Frame::Event(event)) => on_event(&conn, &shared, event, now),
-            None => {}
+            // No scenario watches a board.
+            Some(server_frame::Frame::BoardUpdate(_)) | None => {}
         }
     };
     conn.closed.store(true, Ordering::Release);

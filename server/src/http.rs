@@ -1,5 +1,5 @@
 //! The HTTP surface on the one listening port: `/ws` (the WebSocket endpoint), `/healthz`,
-//! `/readyz` and `/metrics` (Prometheus text format).
+//! `/readyz`, `/metrics` (Prometheus text format) and the web pages (`/board`, `/web/…`).
 
 use std::net::SocketAddr;
 
@@ -29,6 +29,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/board", get(crate::web::board))
+        .route("/web/{name}", get(crate::web::asset))
         .with_state(state)
 }
 

@@ -7,6 +7,7 @@
 //! - [`session`]: one WebSocket connection's task.
 //! - [`seed`]: the demo county seeded into an empty database.
 //! - [`admin`]: the administrator's commands (communities, grids, staff, jurisdiction import).
+//! - [`web`]: the embedded web pages (`/board`).
 //! - [`server`]: start-up and graceful shutdown, given a listener and a shutdown future.
 
 pub mod admin;
@@ -16,3 +17,4 @@ pub mod http;
 pub mod seed;
 pub mod server;
 pub mod session;
+pub mod web;

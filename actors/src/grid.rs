@@ -391,6 +391,8 @@ async fn submit(
         updated_at_ms: now,
         last_seq: 2,
         grid_head_id: state.grid.head_id,
+        round: 1,
+        round_started_at_ms: now,
         ..Default::default()
     };
     p.set_state(PetitionState::Submitted);
@@ -414,8 +416,8 @@ async fn submit(
                 reason: String::new(),
                 assignee_id: assignee,
                 grid_id: state.grid.id,
-                escalated_to: 0,
-                co_building_unit: String::new(),
+                round: 1,
+                ..Default::default()
             })),
             ..base(1)
         },

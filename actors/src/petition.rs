@@ -7,9 +7,9 @@
 //! panic here restarts nothing but this petition, from storage.
 
 use lianxin_protocol::v1::{
-    Entry, EntryAdded, EscalationTarget, MessageAck, NoticeKind, Petition, PetitionDetail,
-    PetitionNotice, ReadMark, ReadReceipt, Role, StepKind, SupervisionLevel, SupervisionNotice,
-    TextBody, entry, event,
+    Action, Entry, EntryAdded, EscalationTarget, MessageAck, NoticeKind, Petition, PetitionDetail,
+    PetitionNotice, RatingLevel, ReadMark, ReadReceipt, Role, StepKind, SupervisionLevel,
+    SupervisionNotice, TextBody, entry, event,
 };
 use lianxin_storage::petitions::IdempotencyKey;
 use lianxin_storage::{Commit, CommitResult};
@@ -70,6 +70,20 @@ pub enum PetitionRequest {
     /// Withdraw the petition.
     Withdraw {
         /// Why (may be empty).
+        reason: String,
+    },
+    /// Rate the resolved round (the resident; or staff recording a rating given by telephone).
+    Rate {
+        /// How satisfied.
+        level: RatingLevel,
+        /// Optional comment.
+        comment: String,
+        /// Staff recording a telephone rating.
+        by_phone: bool,
+    },
+    /// Reopen a closed petition (the resident).
+    Reopen {
+        /// Why.
         reason: String,
     },
     /// Mark the petition read up to a sequence number.
@@ -277,6 +291,28 @@ async fn handle_call(
         PetitionRequest::Withdraw { reason } => {
             transition(state, who, Command::Withdraw { reason }, now, None).await
         }
+        PetitionRequest::Rate {
+            level,
+            comment,
+            by_phone,
+        } => {
+            check_text(&state.county, &comment)?;
+            let cmd = Command::Rate {
+                level,
+                comment,
+                by_phone,
+            };
+            transition(state, who, cmd, now, None).await
+        }
+        PetitionRequest::Reopen { reason } => {
+            check_text(&state.county, &reason)?;
+            let within_ms = state
+                .county
+                .policy(state.petition.community_id)
+                .reopen_within_ms();
+            let cmd = Command::Reopen { reason, within_ms };
+            transition(state, who, cmd, now, None).await
+        }
     }
 }
 
@@ -356,16 +392,10 @@ async fn message(
     client_msg_id: String,
     now: i64,
 ) -> DomainResult<PetitionReply> {
-    let settings = state.county.settings();
     if text.trim().is_empty() {
         return Err(DomainError::InvalidArgument("message text is empty".into()));
     }
-    if text.chars().count() > settings.max_text_chars {
-        return Err(DomainError::InvalidArgument(format!(
-            "message text is longer than {} characters",
-            settings.max_text_chars
-        )));
-    }
+    check_text(&state.county, &text)?;
     if client_msg_id.len() > 128 {
         return Err(DomainError::InvalidArgument(
             "client_msg_id is longer than 128 bytes".into(),
@@ -437,6 +467,17 @@ fn duplicate_ack(stored: &[u8]) -> DomainResult<PetitionReply> {
     Ok(PetitionReply::Ack(ack))
 }
 
+/// Refuses a text longer than the configured limit.
+fn check_text(county: &County, text: &str) -> DomainResult<()> {
+    let max = county.settings().max_text_chars;
+    if text.chars().count() > max {
+        return Err(DomainError::InvalidArgument(format!(
+            "text is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
 async fn transition(
     state: &mut PetitionActorState,
     who: &CallerInfo,
@@ -452,6 +493,10 @@ async fn transition(
     };
     if let Some(head) = new_grid_head {
         p.grid_head_id = head;
+    }
+    if t.action() == Action::Reopen {
+        // A new round: its own deadlines, counted from the reopening.
+        state.county.policy(p.community_id).start(&mut p);
     }
     refresh_next_step(&state.county, &mut p);
     let seq = p.last_seq + 1;
@@ -601,6 +646,14 @@ async fn supervise(
     }
     let county = state.county.clone();
     let policy = county.policy(state.petition.community_id);
+    if policy
+        .close_unrated_at(&state.petition)
+        .is_some_and(|at| at <= now)
+    {
+        // Resolved but never rated: closed as unrated (it never counts as satisfied).
+        transition(state, who, Command::CloseUnrated, now, None).await?;
+        return Ok(PetitionReply::Supervised(1));
+    }
     let due = policy.due(&state.petition, now);
     let mut p = state.petition.clone();
     if due.is_empty() {

@@ -21,10 +21,10 @@ use lianxin_protocol::{
         Authenticate, Board, BoardUpdate, ClientFrame, ClosePetition, EscalatePetition, Event,
         GetBoardPetitions, GetHistory, GetInbox, GetMyGrid, GetPetition, GridInfo, HistoryPage,
         ListPetitions, LookupAddress, MarkRead, MessageAck, Petition, PetitionDetail, PetitionPage,
-        Ping, Pong, Register, Reply, ResolvePetition, SendMessage, ServerFrame, SetOnDuty, SignIn,
-        SignOut, SignOutEverywhere, SignedIn, SubmitPetition, Subscribe, Subscribed,
-        TransferPetition, UnwatchBoard, WatchBoard, WithdrawPetition, client_frame::Request, reply,
-        server_frame,
+        Ping, Pong, RatePetition, RatingLevel, Register, ReopenPetition, Reply, ResolvePetition,
+        SendMessage, ServerFrame, SetOnDuty, SignIn, SignOut, SignOutEverywhere, SignedIn,
+        SubmitPetition, Subscribe, Subscribed, TransferPetition, UnwatchBoard, WatchBoard,
+        WithdrawPetition, client_frame::Request, reply, server_frame,
     },
 };
 use tokio::{
@@ -740,6 +740,51 @@ impl Client {
             expected: "petition",
             got: "a petition result without a petition".to_owned(),
         })
+    }
+
+    /// Rates a resolved petition (the resident), closing it.
+    pub async fn rate(
+        &self,
+        petition_id: u64,
+        level: RatingLevel,
+        comment: impl Into<String>,
+    ) -> Result<Petition, ClientError> {
+        self.petition_call(Request::Rate(RatePetition {
+            petition_id,
+            level: level as i32,
+            comment: comment.into(),
+            by_phone: false,
+        }))
+        .await
+    }
+
+    /// Records a rating a resident gave by telephone (staff, petitions filed for a resident).
+    pub async fn record_phone_rating(
+        &self,
+        petition_id: u64,
+        level: RatingLevel,
+        comment: impl Into<String>,
+    ) -> Result<Petition, ClientError> {
+        self.petition_call(Request::Rate(RatePetition {
+            petition_id,
+            level: level as i32,
+            comment: comment.into(),
+            by_phone: true,
+        }))
+        .await
+    }
+
+    /// Reopens a closed petition (the resident): a new handling round.
+    pub async fn reopen(
+        &self,
+        petition_id: u64,
+        reason: impl Into<String>,
+    ) -> Result<Petition, ClientError> {
+        self.petition_call(Request::Reopen(ReopenPetition {
+            petition_id,
+            reason: reason.into(),
+        }))
+        .await
     }
 
     // ------------------------------------------------------------------ typed calls: queries

@@ -21,7 +21,8 @@ use lianxin_protocol::codec::{self, Wire};
 use lianxin_protocol::reply;
 use lianxin_protocol::v1::{
     BoardUpdate, ClientFrame, Empty, ErrorCode, EscalationTarget, Event, PetitionResult, Pong,
-    ServerFrame, SignedIn, Subscribed, client_frame::Request, reply::Result as R, server_frame,
+    RatingLevel, ServerFrame, SignedIn, Subscribed, client_frame::Request, reply::Result as R,
+    server_frame,
 };
 use lianxin_storage::AccountRecord;
 use prost::Message as _;
@@ -505,6 +506,8 @@ impl Session {
             | Request::Resolve(_)
             | Request::Close(_)
             | Request::Withdraw(_)
+            | Request::Rate(_)
+            | Request::Reopen(_)
             | Request::GetPetition(_) => {
                 let (petition_id, req) = petition_request(request)?;
                 petition(county.petition(petition_id, &who, req).await?)
@@ -764,6 +767,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::Resolve(_) => "resolve",
         Request::Close(_) => "close",
         Request::Withdraw(_) => "withdraw",
+        Request::Rate(_) => "rate",
+        Request::Reopen(_) => "reopen",
         Request::ListPetitions(_) => "list_petitions",
         Request::GetPetition(_) => "get_petition",
         Request::GetHistory(_) => "get_history",
@@ -819,6 +824,15 @@ fn petition_request(request: Request) -> Result<(u64, PetitionRequest), Refusal>
             w.petition_id,
             PetitionRequest::Withdraw { reason: w.reason },
         ),
+        Request::Rate(r) => (
+            r.petition_id,
+            PetitionRequest::Rate {
+                level: RatingLevel::try_from(r.level).unwrap_or(RatingLevel::Unspecified),
+                comment: r.comment,
+                by_phone: r.by_phone,
+            },
+        ),
+        Request::Reopen(r) => (r.petition_id, PetitionRequest::Reopen { reason: r.reason }),
         Request::GetPetition(g) => (g.petition_id, PetitionRequest::Open),
         _ => return Err(Refusal::new(ErrorCode::Internal, "not a petition request")),
     })

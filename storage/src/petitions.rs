@@ -3,7 +3,9 @@
 //! concerned and the sender's idempotency key together, or none of them.
 
 use bytes::Bytes;
-use lianxin_protocol::v1::{Entry, Event, Petition, PetitionState, ReadMark, event};
+use lianxin_protocol::v1::{
+    AuditRecord, Entry, Event, Petition, PetitionState, ReadMark, entry, event,
+};
 use prost::Message;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -72,6 +74,25 @@ fn is_open(state: i32) -> bool {
 /// The creation-index key of a petition.
 fn created_key(p: &Petition) -> [u8; 24] {
     key3(p.community_id, p.created_at_ms.max(0) as u64, p.id)
+}
+
+/// The audit record of a timeline entry: the entry with the petition's context.
+fn audit_record(p: &Petition, e: &Entry) -> AuditRecord {
+    AuditRecord {
+        at_ms: e.at_ms,
+        petition_id: p.id,
+        community_id: p.community_id,
+        grid_id: p.grid_id,
+        category: p.category,
+        assignee_id: p.assignee_id,
+        round: p.round.max(1),
+        created_at_ms: p.created_at_ms,
+        round_started_at_ms: p.round_started_at_ms,
+        response_due_at_ms: p.response_due_at_ms,
+        completion_due_at_ms: p.completion_due_at_ms,
+        entry: Some(e.clone()),
+        channel: p.channel,
+    }
 }
 
 /// Whether a petition in this state waits for its assignee to act (and so is in their inbox).
@@ -149,6 +170,24 @@ impl Store {
                 (*account, bytes)
             })
             .collect();
+        // Every state change, rating, transfer, escalation and supervision step goes to the audit log.
+        let audit: Vec<([u8; 24], Vec<u8>)> = c
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.body,
+                    Some(entry::Body::Transition(_) | entry::Body::Supervision(_))
+                )
+            })
+            .map(|e| {
+                let record = audit_record(p, e);
+                (
+                    key3(e.at_ms.max(0) as u64, p.id, e.seq),
+                    record.encode_to_vec(),
+                )
+            })
+            .collect();
         let idem_key = c
             .idempotency
             .as_ref()
@@ -171,6 +210,9 @@ impl Store {
             t[ix::PETITION].insert(&key1(p.id), petition_bytes.as_slice())?;
             for (key, bytes) in &entries {
                 t[ix::ENTRY].insert(&key[..], bytes.as_slice())?;
+            }
+            for (key, bytes) in &audit {
+                t[ix::AUDIT].insert(&key[..], bytes.as_slice())?;
             }
             // Keep the assignee index in step with the petition.
             if let Some(old) = &old
@@ -388,6 +430,20 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The audit log from `from_ms` (inclusive) to `to_ms` (exclusive), oldest first.
+    pub fn audit_log(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AuditRecord>> {
+        let from = key3(from_ms.max(0) as u64, 0, 0);
+        let to = key3(to_ms.max(0) as u64, 0, 0);
+        self.trees
+            .atms_petitionid_seq_audit
+            .range(from..to)
+            .map(|item| {
+                let (_, v) = item?;
+                Ok(AuditRecord::decode(&*v)?)
+            })
+            .collect()
     }
 
     /// Number of petitions with a pending supervision step.

@@ -71,6 +71,8 @@ declare_trees! {
     communityid_createdat_petitionid,
     /// (community id, petition id) → (): the open petitions (not closed or withdrawn) of a community.
     communityid_open_petitionid,
+    /// (time, petition id, seq) → `AuditRecord`: the append-only audit log.
+    atms_petitionid_seq_audit,
 }
 
 /// Index of each tree in [`Trees::petition_commit_set`]'s slice.
@@ -86,11 +88,12 @@ pub(crate) mod commit_idx {
     pub const STEP_AT: usize = 8;
     pub const COMMUNITY_CREATED: usize = 9;
     pub const COMMUNITY_OPEN: usize = 10;
+    pub const AUDIT: usize = 11;
 }
 
 impl Trees {
     /// The trees a petition commit writes, in [`commit_idx`] order.
-    pub(crate) fn petition_commit_set(&self) -> [sled::Tree; 11] {
+    pub(crate) fn petition_commit_set(&self) -> [sled::Tree; 12] {
         [
             self.petitionid_petition.clone(),
             self.petitionid_seq_entry.clone(),
@@ -103,6 +106,7 @@ impl Trees {
             self.stepat_petitionid.clone(),
             self.communityid_createdat_petitionid.clone(),
             self.communityid_open_petitionid.clone(),
+            self.atms_petitionid_seq_audit.clone(),
         ]
     }
 }

@@ -16,7 +16,9 @@
 //!  Responded, Transferred; withdraw from any of those four)
 //! ```
 
-use lianxin_protocol::v1::{Action, EscalationTarget, Petition, PetitionState, Transition};
+use lianxin_protocol::v1::{
+    Action, EscalationTarget, Petition, PetitionState, Rating, RatingLevel, Role, Transition,
+};
 
 use crate::domain::access::{Caller, Relation, counts_as_response, relation};
 
@@ -64,6 +66,25 @@ pub enum Command {
         /// Why; may be empty.
         reason: String,
     },
+    /// The resident rates the resolved round's handling, which closes the petition; or staff
+    /// record the rating a resident of a petition filed for them gave by telephone.
+    Rate {
+        /// How satisfied.
+        level: RatingLevel,
+        /// An optional comment.
+        comment: String,
+        /// Staff recording a rating given by telephone.
+        by_phone: bool,
+    },
+    /// The resident reopens a closed petition: a new handling round starts.
+    Reopen {
+        /// Why; required.
+        reason: String,
+        /// How long after closing reopening is allowed, in milliseconds.
+        within_ms: i64,
+    },
+    /// The system closes a resolved petition left unrated past the rating period.
+    CloseUnrated,
 }
 
 /// The result of an accepted command.
@@ -108,6 +129,9 @@ pub fn action_of(cmd: &Command) -> Action {
         Command::Resolve { .. } => Action::Resolve,
         Command::Close => Action::Close,
         Command::Withdraw { .. } => Action::Withdraw,
+        Command::Rate { .. } => Action::Rate,
+        Command::Reopen { .. } => Action::Reopen,
+        Command::CloseUnrated => Action::CloseUnrated,
     }
 }
 
@@ -153,6 +177,7 @@ pub fn decide(
                     transition: None,
                 });
             }
+            note_handler(&mut next, caller);
             next.set_state(S::Responded);
             if next.first_response_at_ms == 0 {
                 next.first_response_at_ms = now_ms;
@@ -180,6 +205,7 @@ pub fn decide(
                     "the petition is already assigned to that worker",
                 ));
             }
+            note_handler(&mut next, caller);
             next.set_state(S::Transferred);
             next.assignee_id = to.worker_id;
             next.grid_id = to.grid_id;
@@ -213,6 +239,7 @@ pub fn decide(
                     ));
                 }
             };
+            note_handler(&mut next, caller);
             next.set_state(S::Escalated);
             next.set_escalated_to(*target);
             next.co_building_unit = unit;
@@ -233,6 +260,7 @@ pub fn decide(
                     "a resolution needs a summary",
                 ));
             }
+            note_handler(&mut next, caller);
             next.set_state(S::Resolved);
             next.resolution = summary.clone();
             next.resolved_at_ms = now_ms;
@@ -260,11 +288,116 @@ pub fn decide(
             next.closed_at_ms = now_ms;
             record(Action::Withdraw, from, &next, reason)
         }
+        Command::Rate {
+            level,
+            comment,
+            by_phone,
+        } => {
+            let recorded_by = if *by_phone {
+                if !matches!(rel, Relation::Handler | Relation::Filer)
+                    || !matches!(
+                        caller.role,
+                        Role::Worker
+                            | Role::GridHead
+                            | Role::CommunitySupervisor
+                            | Role::TownshipSupervisor
+                            | Role::Admin
+                    )
+                {
+                    return Err(PetitionError::Forbidden(
+                        "only staff record a rating given by telephone",
+                    ));
+                }
+                if p.filed_by.as_ref().is_none_or(|f| f.staff_id == 0) {
+                    return Err(PetitionError::Forbidden(
+                        "staff record ratings only for petitions filed on a resident's behalf",
+                    ));
+                }
+                caller.account_id
+            } else {
+                require(
+                    rel,
+                    Relation::Resident,
+                    "only the resident may rate a petition",
+                )?;
+                0
+            };
+            allowed_from(&[S::Resolved])?;
+            if *level == RatingLevel::Unspecified {
+                return Err(PetitionError::InvalidArgument("a rating needs a level"));
+            }
+            let round = p.round.max(1);
+            if p.ratings.iter().any(|r| r.round == round) {
+                return Err(PetitionError::IllegalTransition { from, action });
+            }
+            let rating = Rating {
+                round,
+                level: *level as i32,
+                comment: comment.clone(),
+                at_ms: now_ms,
+                recorded_by,
+                handler_ids: p.round_handler_ids.clone(),
+            };
+            next.ratings.push(rating.clone());
+            next.set_state(S::Closed);
+            next.closed_at_ms = now_ms;
+            let mut t = record(Action::Rate, from, &next, comment);
+            t.rating = Some(rating);
+            t
+        }
+        Command::Reopen { reason, within_ms } => {
+            require(
+                rel,
+                Relation::Resident,
+                "only the resident may reopen a petition",
+            )?;
+            allowed_from(&[S::Closed])?;
+            if reason.trim().is_empty() {
+                return Err(PetitionError::InvalidArgument("a reopening needs a reason"));
+            }
+            if now_ms.saturating_sub(p.closed_at_ms) > *within_ms {
+                return Err(PetitionError::Forbidden("the reopening period has passed"));
+            }
+            next.set_state(S::Submitted);
+            next.round = p.round.max(1) + 1;
+            next.round_started_at_ms = now_ms;
+            next.round_handler_ids.clear();
+            next.reopen_count += 1;
+            next.first_response_at_ms = 0;
+            next.resolved_at_ms = 0;
+            next.closed_at_ms = 0;
+            next.resolution.clear();
+            next.set_escalated_to(EscalationTarget::Unspecified);
+            next.co_building_unit.clear();
+            record(Action::Reopen, from, &next, reason)
+        }
+        Command::CloseUnrated => {
+            if caller.account_id != 0 {
+                return Err(PetitionError::Forbidden(
+                    "only the system closes unrated petitions",
+                ));
+            }
+            allowed_from(&[S::Resolved])?;
+            next.set_state(S::Closed);
+            next.closed_at_ms = now_ms;
+            record(Action::CloseUnrated, from, &next, "")
+        }
     };
     Ok(Outcome {
         petition: next,
         transition: Some(transition),
     })
+}
+
+/// Remembers a staff member who acted in the current round (for attributing its rating).
+fn note_handler(p: &mut Petition, caller: &Caller) {
+    let staff = matches!(
+        caller.role,
+        Role::Worker | Role::GridHead | Role::CommunitySupervisor | Role::TownshipSupervisor
+    );
+    if staff && caller.account_id != 0 && !p.round_handler_ids.contains(&caller.account_id) {
+        p.round_handler_ids.push(caller.account_id);
+    }
 }
 
 fn require(rel: Relation, wanted: Relation, why: &'static str) -> Result<(), PetitionError> {
@@ -284,6 +417,7 @@ fn record(action: Action, from: PetitionState, after: &Petition, reason: &str) -
         reason: reason.to_owned(),
         assignee_id: after.assignee_id,
         grid_id: after.grid_id,
+        round: after.round.max(1),
         ..Default::default()
     }
 }
@@ -348,6 +482,29 @@ mod tests {
     fn withdraw() -> Command {
         Command::Withdraw {
             reason: "fixed itself".into(),
+        }
+    }
+
+    fn rate(level: RatingLevel) -> Command {
+        Command::Rate {
+            level,
+            comment: "修好了，谢谢".into(),
+            by_phone: false,
+        }
+    }
+
+    fn phone_rating(level: RatingLevel) -> Command {
+        Command::Rate {
+            level,
+            comment: String::new(),
+            by_phone: true,
+        }
+    }
+
+    fn reopen(within_ms: i64) -> Command {
+        Command::Reopen {
+            reason: "灯又坏了".into(),
+            within_ms,
         }
     }
 
@@ -472,6 +629,18 @@ mod tests {
                 [None, None, None, None, None, Some(S::Closed), None, None],
             ),
             (
+                "rate",
+                rate(RatingLevel::Satisfied),
+                RESIDENT,
+                [None, None, None, None, None, Some(S::Closed), None, None],
+            ),
+            (
+                "reopen",
+                reopen(i64::MAX),
+                RESIDENT,
+                [None, None, None, None, None, None, Some(S::Submitted), None],
+            ),
+            (
                 "withdraw",
                 withdraw(),
                 RESIDENT,
@@ -516,6 +685,153 @@ mod tests {
     }
 
     // ---- Legal transitions in detail. ----
+
+    #[test]
+    fn only_the_resident_rates_once_per_round_and_staff_cannot() {
+        for by in [ASSIGNEE, GRID_HEAD, SUPERVISOR, TOWNSHIP, ADMIN, CLERK] {
+            assert!(
+                matches!(
+                    run(PetitionState::Resolved, by, &rate(RatingLevel::Satisfied)),
+                    Err(PetitionError::Forbidden(_))
+                ),
+                "{by} may not rate"
+            );
+        }
+        let mut p = petition(PetitionState::Resolved);
+        p.round_handler_ids = vec![ASSIGNEE, SAME_GRID_WORKER];
+        let out = decide(&p, &who(RESIDENT), &rate(RatingLevel::Dissatisfied), NOW).unwrap();
+        let after = out.petition;
+        assert_eq!(after.state(), PetitionState::Closed);
+        assert_eq!(after.closed_at_ms, NOW);
+        assert_eq!(after.ratings.len(), 1);
+        let r = &after.ratings[0];
+        assert_eq!(
+            (r.round, r.level(), r.recorded_by),
+            (1, RatingLevel::Dissatisfied, 0)
+        );
+        assert_eq!(
+            r.handler_ids,
+            vec![ASSIGNEE, SAME_GRID_WORKER],
+            "the bad review's workers"
+        );
+        let t = out.transition.unwrap();
+        assert_eq!(t.action(), Action::Rate);
+        assert_eq!(t.rating.as_ref(), Some(r));
+        // Once: the petition is closed now.
+        assert_eq!(
+            decide(&after, &who(RESIDENT), &rate(RatingLevel::Satisfied), NOW),
+            Err(illegal(PetitionState::Closed, Action::Rate))
+        );
+        assert_eq!(
+            run(
+                PetitionState::Resolved,
+                RESIDENT,
+                &rate(RatingLevel::Unspecified)
+            ),
+            Err(PetitionError::InvalidArgument("a rating needs a level"))
+        );
+    }
+
+    #[test]
+    fn staff_record_telephone_ratings_only_for_petitions_filed_for_a_resident() {
+        let plain = petition(PetitionState::Resolved);
+        assert!(matches!(
+            decide(
+                &plain,
+                &who(ASSIGNEE),
+                &phone_rating(RatingLevel::Satisfied),
+                NOW
+            ),
+            Err(PetitionError::Forbidden(_))
+        ));
+        let filed = filed_petition(PetitionState::Resolved);
+        for by in [CLERK, ASSIGNEE] {
+            let out = decide(&filed, &who(by), &phone_rating(RatingLevel::Satisfied), NOW).unwrap();
+            assert_eq!(
+                out.petition.ratings[0].recorded_by, by,
+                "marked as recorded by staff"
+            );
+        }
+        assert!(matches!(
+            decide(
+                &filed,
+                &who(RESIDENT),
+                &phone_rating(RatingLevel::Satisfied),
+                NOW
+            ),
+            Err(PetitionError::Forbidden(_))
+        ));
+        // The resident may still rate it themselves, through any client.
+        let own = decide(&filed, &who(RESIDENT), &rate(RatingLevel::Satisfied), NOW).unwrap();
+        assert_eq!(own.petition.ratings[0].recorded_by, 0);
+    }
+
+    #[test]
+    fn reopening_starts_a_new_round_within_the_period() {
+        let mut closed = petition(PetitionState::Closed);
+        closed.closed_at_ms = NOW - 1_000;
+        closed.first_response_at_ms = 2_000;
+        closed.resolved_at_ms = 3_000;
+        closed.round = 1;
+        closed.round_handler_ids = vec![ASSIGNEE];
+        assert!(matches!(
+            decide(&closed, &who(RESIDENT), &reopen(999), NOW),
+            Err(PetitionError::Forbidden("the reopening period has passed"))
+        ));
+        for by in [ASSIGNEE, SUPERVISOR, ADMIN] {
+            assert!(matches!(
+                decide(&closed, &who(by), &reopen(i64::MAX), NOW),
+                Err(PetitionError::Forbidden(_))
+            ));
+        }
+        let empty = Command::Reopen {
+            reason: " ".into(),
+            within_ms: i64::MAX,
+        };
+        assert!(matches!(
+            decide(&closed, &who(RESIDENT), &empty, NOW),
+            Err(PetitionError::InvalidArgument(_))
+        ));
+        let out = decide(&closed, &who(RESIDENT), &reopen(1_000), NOW).unwrap();
+        let p = out.petition;
+        assert_eq!(p.state(), PetitionState::Submitted);
+        assert_eq!(
+            (p.round, p.reopen_count, p.round_started_at_ms),
+            (2, 1, NOW)
+        );
+        assert_eq!(
+            (p.first_response_at_ms, p.resolved_at_ms, p.closed_at_ms),
+            (0, 0, 0)
+        );
+        assert!(p.round_handler_ids.is_empty());
+        assert_eq!(out.transition.unwrap().round, 2);
+        // A withdrawn petition cannot be reopened.
+        assert_eq!(
+            run(PetitionState::Withdrawn, RESIDENT, &reopen(i64::MAX)),
+            Err(illegal(PetitionState::Withdrawn, Action::Reopen))
+        );
+    }
+
+    #[test]
+    fn only_the_system_closes_unrated_petitions() {
+        for by in [RESIDENT, ASSIGNEE, ADMIN] {
+            assert!(matches!(
+                run(PetitionState::Resolved, by, &Command::CloseUnrated),
+                Err(PetitionError::Forbidden(_))
+            ));
+        }
+        let system = caller(0, Role::Admin, 0, 0);
+        let out = decide(
+            &petition(PetitionState::Resolved),
+            &system,
+            &Command::CloseUnrated,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(out.petition.state(), PetitionState::Closed);
+        assert!(out.petition.ratings.is_empty(), "unrated stays unrated");
+        assert_eq!(out.transition.unwrap().action(), Action::CloseUnrated);
+    }
 
     #[test]
     fn the_assignees_first_reply_is_the_response() {

@@ -101,6 +101,13 @@ pub struct PolicyConfig {
     pub completion_ladder: LadderConfig,
     /// Office hours; when set, deadline time runs only while the office is open.
     pub office_hours: Option<OfficeCalendar>,
+    /// A resolved petition the resident has not rated is closed as unrated after this long
+    /// (wall-clock time).
+    #[serde(with = "humantime_serde")]
+    pub close_unrated_after: Duration,
+    /// How long after closing the resident may reopen a petition (wall-clock time).
+    #[serde(with = "humantime_serde")]
+    pub reopen_within: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -117,6 +124,8 @@ impl Default for PolicyConfig {
                 township_after: Duration::from_secs(3 * DAY),
             },
             office_hours: None,
+            close_unrated_after: Duration::from_secs(7 * DAY),
+            reopen_within: Duration::from_secs(7 * DAY),
         }
     }
 }
@@ -292,7 +301,8 @@ impl Policy {
         Some((due, self.ladder(kind, due), done as usize))
     }
 
-    /// When the next step of either ladder is due (0: none pending).
+    /// When the next step of either ladder, or the closing of an unrated petition, is due (0:
+    /// nothing pending).
     pub fn next_step_at(&self, p: &Petition) -> i64 {
         [DeadlineKind::Response, DeadlineKind::Completion]
             .into_iter()
@@ -300,8 +310,22 @@ impl Policy {
                 let (_, steps, done) = self.pending_of(p, kind)?;
                 steps.get(done).map(|s| s.at_ms)
             })
+            .chain(self.close_unrated_at(p))
             .min()
             .unwrap_or(0)
+    }
+
+    /// When a resolved, unrated petition is closed as unrated (None: it is not waiting for that).
+    pub fn close_unrated_at(&self, p: &Petition) -> Option<i64> {
+        (p.state() == PetitionState::Resolved && p.resolved_at_ms != 0).then(|| {
+            p.resolved_at_ms
+                .saturating_add(ms(self.config.close_unrated_after))
+        })
+    }
+
+    /// How long after closing a petition may be reopened, in milliseconds.
+    pub fn reopen_within_ms(&self) -> i64 {
+        ms(self.config.reopen_within)
     }
 
     /// Every step due at `now_ms` that has not fired, in firing order (both ladders merged).
@@ -326,9 +350,14 @@ impl Policy {
         out
     }
 
-    /// Sets a new petition's deadlines and its next step.
+    /// Sets the deadlines of a new petition's (or a reopened one's) round and its next step.
     pub fn start(&self, p: &mut Petition) {
-        let (response, completion) = self.deadlines(p.category(), p.created_at_ms);
+        let started = if p.round_started_at_ms != 0 {
+            p.round_started_at_ms
+        } else {
+            p.created_at_ms
+        };
+        let (response, completion) = self.deadlines(p.category(), started);
         p.response_due_at_ms = response;
         p.completion_due_at_ms = completion;
         p.response_steps_done = 0;

@@ -11,8 +11,7 @@ use std::time::Duration;
 use common::*;
 use lianxin_actors::domain::board::apply_rows;
 use lianxin_client::v1::{
-    Board, BoardFigure, BoardLevel, BoardRange, BoardRow, Category, ErrorCode, GetBoardPetitions,
-    SubmitPetition, WatchBoard,
+    Board, BoardFigure, BoardLevel, BoardRange, BoardRow, ErrorCode, GetBoardPetitions, WatchBoard,
 };
 use lianxin_client::{Client, Wire};
 
@@ -71,15 +70,6 @@ fn worker_row(b: &Board, id: u64) -> BoardRow {
         .find(|r| r.id == id)
         .cloned()
         .expect("the worker's row")
-}
-
-fn complaint(worker_id: u64, text: &str) -> SubmitPetition {
-    SubmitPetition {
-        category: Category::Complaint as i32,
-        text: text.into(),
-        worker_id,
-        ..Default::default()
-    }
 }
 
 fn drill(level: BoardLevel, id: u64, figure: BoardFigure) -> GetBoardPetitions {

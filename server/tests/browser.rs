@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use common::*;
 use lianxin_client::Wire;
-use lianxin_client::v1::{Category, SubmitPetition};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -45,16 +44,6 @@ fn npm_ci(web_tests: &Path) {
         .status()
         .expect("npm runs (install Node.js: scripts/test does)");
     assert!(status.success(), "npm ci in web-tests failed");
-}
-
-fn complaint(worker_id: u64, text: &str) -> SubmitPetition {
-    SubmitPetition {
-        category: Category::Complaint as i32,
-        title: text.chars().take(8).collect(),
-        text: text.into(),
-        worker_id,
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

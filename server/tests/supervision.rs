@@ -154,9 +154,12 @@ async fn half_a_day_brings_a_reminder_then_the_ladder_until_the_worker_answers()
         .unwrap();
     assert_eq!(
         at(&server, t0, 30 * 24 * HOUR).await,
-        0,
-        "resolved: nothing more"
+        1,
+        "resolved: no more ladder, only the closing of the unrated petition after 7 days"
     );
+    let closed = resident.get_petition(p.id).await.unwrap().petition.unwrap();
+    assert_eq!(closed.state(), lianxin_client::v1::PetitionState::Closed);
+    assert!(closed.ratings.is_empty());
     assert_eq!(server.county.store().pending_step_count(), 0);
     server.stop().await;
 }

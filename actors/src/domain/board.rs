@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lianxin_protocol::v1::{
-    Board, BoardFigure, BoardLevel, BoardRange, BoardRow, Petition, PetitionState, Role,
+    Board, BoardFigure, BoardLevel, BoardRange, BoardRow, Petition, PetitionState, RatingLevel,
+    Role,
 };
 
 /// Upper bounds of the first-response-time buckets of the distribution chart, in ms.
@@ -53,6 +54,23 @@ pub struct Facts {
     pub reminded: Box<[u64]>,
     /// The worker each supervision escalation went over.
     pub escalated: Box<[u64]>,
+    /// The ratings of its rounds.
+    pub ratings: Box<[RatingFact]>,
+    /// Whether the resident reopened it at least once.
+    pub reopened: bool,
+    /// Closed without a rating of its last round.
+    pub unrated: bool,
+}
+
+/// One rating, as the board counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatingFact {
+    /// How satisfied.
+    pub level: RatingLevel,
+    /// Recorded by staff from a telephone call.
+    pub by_phone: bool,
+    /// The staff who handled the rated round.
+    pub handlers: Box<[u64]>,
 }
 
 impl From<&Petition> for Facts {
@@ -71,6 +89,18 @@ impl From<&Petition> for Facts {
             closed_at_ms: p.closed_at_ms,
             reminded: p.reminded_worker_ids.clone().into_boxed_slice(),
             escalated: p.escalated_worker_ids.clone().into_boxed_slice(),
+            ratings: p
+                .ratings
+                .iter()
+                .map(|r| RatingFact {
+                    level: r.level(),
+                    by_phone: r.recorded_by != 0,
+                    handlers: r.handler_ids.clone().into_boxed_slice(),
+                })
+                .collect(),
+            reopened: p.reopen_count > 0,
+            unrated: p.state() == PetitionState::Closed
+                && !p.ratings.iter().any(|r| r.round == p.round.max(1)),
         }
     }
 }
@@ -247,7 +277,13 @@ impl Facts {
         }
         let received = self.received(period);
         match figure {
-            BoardFigure::Unspecified | BoardFigure::Reminded | BoardFigure::Escalated => false,
+            BoardFigure::Unspecified
+            | BoardFigure::Reminded
+            | BoardFigure::Escalated
+            | BoardFigure::Rated
+            | BoardFigure::Dissatisfied => false,
+            BoardFigure::Unrated => received && self.unrated,
+            BoardFigure::Reopened => received && self.reopened,
             BoardFigure::Received => received,
             BoardFigure::Open => self.open(),
             BoardFigure::OverdueResponse => self.overdue_response(now_ms),
@@ -318,6 +354,21 @@ impl Acc {
         if let Some(t) = f.first_response_ms() {
             self.times.push(t);
         }
+        r.unrated += u32::from(f.unrated);
+        r.reopened += u32::from(f.reopened);
+    }
+
+    /// Counts one rating in the row.
+    fn rate(&mut self, rating: &RatingFact) {
+        let r = &mut self.row;
+        r.rated += 1;
+        r.rated_by_phone += u32::from(rating.by_phone);
+        match rating.level {
+            RatingLevel::Satisfied => r.satisfied += 1,
+            RatingLevel::BasicallySatisfied => r.basically_satisfied += 1,
+            RatingLevel::Dissatisfied => r.dissatisfied += 1,
+            RatingLevel::Unspecified => {}
+        }
     }
 
     fn finish(mut self) -> BoardRow {
@@ -326,6 +377,9 @@ impl Acc {
             .then(|| f64::from(r.responded_on_time) / f64::from(r.response_decided));
         let resolvable = r.received - r.withdrawn;
         r.resolution_rate = (resolvable > 0).then(|| f64::from(r.resolved) / f64::from(resolvable));
+        r.satisfaction_rate = (r.rated > 0)
+            .then(|| f64::from(r.satisfied + r.basically_satisfied) / f64::from(r.rated));
+        r.reopened_share = (r.received > 0).then(|| f64::from(r.reopened) / f64::from(r.received));
         self.times.sort_unstable();
         let n = self.times.len();
         r.responded = n as u32;
@@ -379,6 +433,7 @@ pub fn compute<'a>(
     let mut workers: BTreeMap<u64, Acc> = BTreeMap::new();
     let mut reminders: HashMap<u64, u32> = HashMap::new();
     let mut escalations: HashMap<u64, u32> = HashMap::new();
+    let mut worker_ratings: Vec<(u64, &RatingFact)> = Vec::new();
     let mut overdue: Vec<(i64, u64)> = Vec::new();
     // Every row of the scope is shown, with zeros when nothing happened.
     for id in directory.communities.keys().filter(|c| in_scope(**c)) {
@@ -426,6 +481,14 @@ pub fn compute<'a>(
             for w in f.escalated.iter() {
                 *escalations.entry(*w).or_default() += 1;
             }
+            for rating in f.ratings.iter() {
+                total.rate(rating);
+                communities.entry(f.community_id).or_default().rate(rating);
+                grids.entry(f.grid_id).or_default().rate(rating);
+                for w in rating.handlers.iter() {
+                    worker_ratings.push((*w, rating));
+                }
+            }
         }
         if f.open() && (f.overdue_response(now_ms) || f.overdue_completion(now_ms)) {
             overdue.push((f.created_at_ms, f.id));
@@ -439,6 +502,11 @@ pub fn compute<'a>(
     for (w, n) in escalations {
         if let Some(acc) = workers.get_mut(&w) {
             acc.row.escalations += n;
+        }
+    }
+    for (w, rating) in worker_ratings {
+        if let Some(acc) = workers.get_mut(&w) {
+            acc.rate(rating);
         }
     }
 
@@ -600,6 +668,9 @@ mod tests {
             closed_at_ms: 0,
             reminded: Box::new([]),
             escalated: Box::new([]),
+            ratings: Box::new([]),
+            reopened: false,
+            unrated: false,
         }
     }
 
@@ -621,6 +692,10 @@ mod tests {
             );
         }
         d
+    }
+
+    fn worker_row(board: &Board, id: u64) -> BoardRow {
+        board.workers.iter().find(|r| r.id == id).cloned().unwrap()
     }
 
     fn day() -> Period {
@@ -690,14 +765,7 @@ mod tests {
         assert_eq!(out.board.bucket_counts[1], 1, "30 min is in [15 min, 1 h)");
         assert_eq!(out.board.bucket_counts[6], 1, "13 h is in [12 h, 24 h)");
 
-        let w = |id| {
-            out.board
-                .workers
-                .iter()
-                .find(|r| r.id == id)
-                .cloned()
-                .unwrap()
-        };
+        let w = |id| worker_row(&out.board, id);
         let (w100, w101) = (w(100), w(101));
         assert_eq!((w100.received, w100.open), (2, 3));
         assert_eq!((w100.reminders, w100.escalations), (1, 0));
@@ -708,6 +776,47 @@ mod tests {
         // Community 2 is outside the scope; worker 200 too.
         assert_eq!(out.board.communities.len(), 1);
         assert!(out.board.workers.iter().all(|r| r.id != 200));
+    }
+
+    #[test]
+    fn ratings_count_for_the_workers_who_handled_the_round() {
+        let rating = |level, handlers: &[u64]| RatingFact {
+            level,
+            by_phone: false,
+            handlers: handlers.into(),
+        };
+        let mut a = facts(1, 100, H);
+        a.state = PetitionState::Closed;
+        a.ratings = Box::new([rating(RatingLevel::Dissatisfied, &[100, 101])]);
+        let mut b = facts(2, 100, 2 * H);
+        b.state = PetitionState::Closed;
+        b.ratings = Box::new([RatingFact {
+            by_phone: true,
+            ..rating(RatingLevel::Satisfied, &[100])
+        }]);
+        let mut c = facts(3, 101, 3 * H);
+        c.state = PetitionState::Closed;
+        c.reopened = true;
+        c.unrated = true;
+        let d = facts(4, 101, 4 * H);
+        let out = compute(&[a, b, c, d], &directory(), 1, 20 * H, &day());
+        let t = out.board.total.clone().unwrap();
+        assert_eq!(
+            (t.rated, t.satisfied, t.dissatisfied, t.rated_by_phone),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(t.satisfaction_rate, Some(0.5));
+        assert_eq!((t.unrated, t.reopened), (1, 1));
+        assert_eq!(t.reopened_share, Some(0.25));
+        let w = |id| worker_row(&out.board, id);
+        assert_eq!((w(100).rated, w(100).dissatisfied), (2, 1));
+        assert_eq!(
+            (w(101).rated, w(101).dissatisfied),
+            (1, 1),
+            "the bad review reaches both"
+        );
+        assert_eq!(w(101).satisfaction_rate, Some(0.0));
+        assert_eq!((w(101).unrated, w(101).reopened), (1, 1));
     }
 
     #[test]
@@ -778,6 +887,21 @@ mod tests {
                     f.closed_at_ms = f.created_at_ms + end_h.unwrap_or(1) * H;
                 }
                 f.escalated = reminded.iter().take(1).copied().collect();
+                if f.resolved_at_ms != 0 {
+                    let level = [
+                        RatingLevel::Satisfied,
+                        RatingLevel::BasicallySatisfied,
+                        RatingLevel::Dissatisfied,
+                    ][id as usize % 3];
+                    f.ratings = vec![RatingFact {
+                        level,
+                        by_phone: id % 5 == 0,
+                        handlers: reminded.clone().into_boxed_slice(),
+                    }]
+                    .into_boxed_slice();
+                    f.reopened = id % 4 == 0;
+                }
+                f.unrated = f.state == PetitionState::Closed && f.ratings.is_empty();
                 f.reminded = reminded.into_boxed_slice();
                 f
             })
@@ -818,6 +942,14 @@ mod tests {
                 prop_assert_eq!(row.responded, n(BoardFigure::Responded));
                 prop_assert!(row.reminders >= n(BoardFigure::Reminded));
                 prop_assert!(row.escalations >= n(BoardFigure::Escalated));
+                prop_assert!(row.rated >= n(BoardFigure::Rated));
+                prop_assert!(row.dissatisfied >= n(BoardFigure::Dissatisfied));
+                prop_assert_eq!(row.unrated, n(BoardFigure::Unrated));
+                prop_assert_eq!(row.reopened, n(BoardFigure::Reopened));
+                prop_assert_eq!(row.rated, row.satisfied + row.basically_satisfied + row.dissatisfied);
+                if let Some(rate) = row.satisfaction_rate {
+                    prop_assert!((0.0..=1.0).contains(&rate));
+                }
                 if let Some(rate) = row.response_rate {
                     prop_assert!((0.0..=1.0).contains(&rate));
                 }

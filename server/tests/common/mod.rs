@@ -120,6 +120,17 @@ pub async fn sign_in(url: &str, login: &str, wire: Wire) -> Client {
     client
 }
 
+/// A complaint addressed to a worker.
+pub fn complaint(worker_id: u64, text: &str) -> lianxin_client::v1::SubmitPetition {
+    lianxin_client::v1::SubmitPetition {
+        category: lianxin_client::v1::Category::Complaint as i32,
+        title: text.chars().take(8).collect(),
+        text: text.into(),
+        worker_id,
+        ..Default::default()
+    }
+}
+
 /// Waits (at most 10 s) for the next event that `pred` accepts, skipping others.
 pub async fn expect_event(client: &mut Client, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
     let wait = async {

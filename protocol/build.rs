@@ -8,6 +8,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "proto/lianxin/v1/model.proto",
     "proto/lianxin/v1/board.proto",
+    "proto/lianxin/v1/appraisal.proto",
     "proto/lianxin/v1/frames.proto",
 ];
 

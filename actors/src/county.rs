@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::board::{self, BoardActor, BoardMsg};
 use crate::clock::SharedClock;
 use crate::domain::access::{self, Caller};
+use crate::domain::appraisal::AppraisalConfig;
 use crate::domain::board::Facts;
 use crate::domain::calendar::CalendarError;
 use crate::domain::supervision::{Policy, SupervisionConfig};
@@ -45,6 +46,8 @@ pub struct DomainSettings {
     pub supervision_tick: Option<Duration>,
     /// The response boards.
     pub board: BoardSettings,
+    /// How workers are appraised (docs/appraisal.md).
+    pub appraisal: AppraisalConfig,
 }
 
 /// Settings of the response boards.
@@ -74,6 +77,7 @@ impl Default for DomainSettings {
             supervision: SupervisionConfig::default(),
             supervision_tick: Some(Duration::from_millis(250)),
             board: BoardSettings::default(),
+            appraisal: AppraisalConfig::default(),
         }
     }
 }
@@ -179,6 +183,10 @@ impl County {
         settings: DomainSettings,
     ) -> DomainResult<County> {
         let policies = Policies::new(&settings.supervision)?;
+        settings
+            .appraisal
+            .validate()
+            .map_err(|e| DomainError::InvalidArgument(e.to_string()))?;
         let county = County(Arc::new(Inner {
             store,
             clock,

@@ -10,6 +10,7 @@
 //! - [`petition`]: the petition actor: numbers, stores and fans out a petition's changes.
 //! - [`supervisor`]: the supervisor actor: fires reminders and escalations when they fall due.
 //! - [`board`]: the board actor: live response boards for supervisors.
+//! - [`reports`]: appraisal reports (frozen once their month is over) and manual points entries.
 //! - [`hub`]: live delivery of feed events to connected sessions.
 //! - [`error`]: the domain's error type and its protocol error codes.
 
@@ -21,5 +22,6 @@ pub mod error;
 pub mod grid;
 pub mod hub;
 pub mod petition;
+pub mod reports;
 pub mod supervisor;
 pub mod worker;

@@ -20,7 +20,7 @@ use lianxin_protocol::{
     codec::encode_json,
     v1::{
         Category, EscalatePetition, EscalationTarget, ListPetitions, PetitionPage, PetitionState,
-        SubmitPetition, TransferPetition,
+        RatingLevel, SubmitPetition, TransferPetition,
     },
 };
 use serde::Serialize;
@@ -185,6 +185,41 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Rate a resolved petition (the resident), which closes it.
+    Rate {
+        /// The petition.
+        petition_id: u64,
+        /// How satisfied.
+        #[arg(value_enum)]
+        level: RatingArg,
+        /// An optional comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Staff: record the rating the resident gave by telephone.
+        #[arg(long)]
+        by_phone: bool,
+    },
+    /// Reopen a closed petition (the resident): a new handling round.
+    Reopen {
+        /// The petition.
+        petition_id: u64,
+        /// Why the matter is not settled.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record a manual points entry for a worker (supervisors), e.g. volunteer service.
+    Points {
+        /// The worker.
+        worker_id: u64,
+        /// Points, e.g. 1.5 or -2 (two decimals).
+        #[arg(allow_negative_numbers = true)]
+        points: f64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print the appraisal report of a month as CSV (UTF-8 with BOM) or JSON.
+    Report(ReportArgs),
     /// A worker's open petitions, most urgent first.
     Inbox,
     /// Go on or off duty.
@@ -210,6 +245,53 @@ pub enum ClientCommand {
     },
     /// Check the connection (prints the server's time).
     Ping,
+}
+
+/// What `report` prints.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// The month, e.g. 2026-11.
+    #[arg(long)]
+    pub period: String,
+    /// The community (default: the supervisor's own; 0 for the township).
+    #[arg(long, default_value_t = 0)]
+    pub community: u64,
+    /// csv or json.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ReportFormat,
+    /// For CSV: the workers (default) or the communities' averages.
+    #[arg(long)]
+    pub communities: bool,
+}
+
+/// The output form of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Spreadsheet-ready CSV, UTF-8 with a byte-order mark.
+    Csv,
+    /// One line of proto3 JSON.
+    Json,
+}
+
+/// A rating as written on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RatingArg {
+    /// 满意
+    Satisfied,
+    /// 基本满意
+    BasicallySatisfied,
+    /// 不满意
+    Dissatisfied,
+}
+
+impl From<RatingArg> for RatingLevel {
+    fn from(r: RatingArg) -> Self {
+        match r {
+            RatingArg::Satisfied => RatingLevel::Satisfied,
+            RatingArg::BasicallySatisfied => RatingLevel::BasicallySatisfied,
+            RatingArg::Dissatisfied => RatingLevel::Dissatisfied,
+        }
+    }
 }
 
 /// A petition category as written on the command line.
@@ -518,6 +600,52 @@ async fn execute<W: Write + Send>(
             petition_id,
             reason,
         } => emit_json(out, &client.withdraw(petition_id, reason).await?),
+        ClientCommand::Rate {
+            petition_id,
+            level,
+            comment,
+            by_phone,
+        } => {
+            let p = if by_phone {
+                client
+                    .record_phone_rating(petition_id, level.into(), comment)
+                    .await?
+            } else {
+                client.rate(petition_id, level.into(), comment).await?
+            };
+            emit_json(out, &p)
+        }
+        ClientCommand::Reopen {
+            petition_id,
+            reason,
+        } => emit_json(out, &client.reopen(petition_id, reason).await?),
+        ClientCommand::Points {
+            worker_id,
+            points,
+            reason,
+        } => {
+            client
+                .add_points(worker_id, (points * 100.0).round() as i64, reason)
+                .await?;
+            emit(out, "{}")
+        }
+        ClientCommand::Report(r) => {
+            let report = client.report(r.period, r.community).await?;
+            match r.format {
+                ReportFormat::Json => emit_json(out, &report),
+                ReportFormat::Csv => {
+                    let csv = if r.communities {
+                        crate::report::communities_csv(&report)
+                    } else {
+                        crate::report::workers_csv(&report)
+                    }
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                    write!(out, "{csv}")?;
+                    out.flush()?;
+                    Ok(())
+                }
+            }
+        }
         ClientCommand::Inbox => emit_json(out, &client.inbox().await?),
         ClientCommand::Duty { state } => {
             client.set_on_duty(state == OnOff::On).await?;

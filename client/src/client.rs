@@ -18,13 +18,14 @@ use lianxin_protocol::{
     SUBPROTOCOL, Wire,
     codec::{self, Encoded},
     v1::{
-        Authenticate, Board, BoardUpdate, ClientFrame, ClosePetition, EscalatePetition, Event,
-        GetBoardPetitions, GetHistory, GetInbox, GetMyGrid, GetPetition, GridInfo, HistoryPage,
-        ListPetitions, LookupAddress, MarkRead, MessageAck, Petition, PetitionDetail, PetitionPage,
-        Ping, Pong, RatePetition, RatingLevel, Register, ReopenPetition, Reply, ResolvePetition,
-        SendMessage, ServerFrame, SetOnDuty, SignIn, SignOut, SignOutEverywhere, SignedIn,
-        SubmitPetition, Subscribe, Subscribed, TransferPetition, UnwatchBoard, WatchBoard,
-        WithdrawPetition, client_frame::Request, reply, server_frame,
+        AddPoints, AppraisalReport, Authenticate, Board, BoardUpdate, ClientFrame, ClosePetition,
+        EscalatePetition, Event, GetBoardPetitions, GetHistory, GetInbox, GetMyGrid, GetPetition,
+        GetReport, GridInfo, HistoryPage, ListPetitions, LookupAddress, MarkRead, MessageAck,
+        Petition, PetitionDetail, PetitionPage, Ping, Pong, RatePetition, RatingLevel, Register,
+        ReopenPetition, Reply, ResolvePetition, SendMessage, ServerFrame, SetOnDuty, SignIn,
+        SignOut, SignOutEverywhere, SignedIn, SubmitPetition, Subscribe, Subscribed,
+        TransferPetition, UnwatchBoard, WatchBoard, WithdrawPetition, client_frame::Request, reply,
+        server_frame,
     },
 };
 use tokio::{
@@ -871,6 +872,34 @@ impl Client {
     ) -> Result<PetitionPage, ClientError> {
         let result = self.request(Request::GetBoardPetitions(drill)).await?;
         expect_result!(result, Petitions, "petitions")
+    }
+
+    /// The appraisal report of a period ("2026-11") for a community, or the township (0).
+    pub async fn report(
+        &self,
+        period: impl Into<String>,
+        community_id: u64,
+    ) -> Result<AppraisalReport, ClientError> {
+        let request = Request::GetReport(GetReport {
+            period: period.into(),
+            community_id,
+        });
+        expect_result!(self.request(request).await?, Report, "report")
+    }
+
+    /// Records a manual points entry for a worker (supervisors).
+    pub async fn add_points(
+        &self,
+        worker_id: u64,
+        points_cents: i64,
+        reason: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let request = Request::AddPoints(AddPoints {
+            worker_id,
+            points_cents,
+            reason: reason.into(),
+        });
+        expect_result!(self.request(request).await?, Ok, "ok").map(|_| ())
     }
 
     /// The next update of the watched board; `None` once the connection has ended.

@@ -91,6 +91,7 @@ pub fn result_name(result: &reply::Result) -> &'static str {
         reply::Result::History(_) => "history",
         reply::Result::Grid(_) => "grid",
         reply::Result::Board(_) => "board",
+        reply::Result::Report(_) => "report",
     }
 }
 

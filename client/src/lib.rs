@@ -22,13 +22,15 @@
 //! # }
 //! ```
 //!
-//! The [`cli`] module is the command-line front end (`lianxin client ...`).
+//! The [`cli`] module is the command-line front end (`lianxin client ...`, `lianxin report`);
+//! [`report`] writes appraisal reports as CSV.
 
 mod client;
 mod error;
 mod router;
 
 pub mod cli;
+pub mod report;
 
 #[cfg(test)]
 mod mock;

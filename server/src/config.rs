@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use lianxin_actors::domain::appraisal::AppraisalConfig;
 use lianxin_actors::domain::supervision::SupervisionConfig;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,8 @@ pub struct Config {
     pub supervision_tick_ms: u64,
     /// The supervisors' live response boards.
     pub board: BoardConfig,
+    /// How workers are appraised (see docs/appraisal.md).
+    pub appraisal: AppraisalConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -105,6 +108,7 @@ impl Default for Config {
             supervision: SupervisionConfig::default(),
             supervision_tick_ms: 250,
             board: BoardConfig::default(),
+            appraisal: AppraisalConfig::default(),
             log: LogConfig::default(),
         }
     }

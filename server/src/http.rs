@@ -1,14 +1,18 @@
 //! The HTTP surface on the one listening port: `/ws` (the WebSocket endpoint), `/healthz`,
-//! `/readyz`, `/metrics` (Prometheus text format) and the web pages (`/board`, `/web/…`).
+//! `/readyz`, `/metrics` (Prometheus text format), appraisal reports (`/reports/{period}`) and the
+//! web pages (`/board`, `/web/…`).
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use lianxin_actors::county::caller_of;
+use lianxin_protocol::v1::ErrorCode;
 
 use crate::auth;
 use crate::session::{self, AppState, PreAuth};
@@ -29,6 +33,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/reports/{period}", get(report))
         .route("/board", get(crate::web::board))
         .route("/web/{name}", get(crate::web::asset))
         .with_state(state)
@@ -72,6 +77,92 @@ async fn ws(
         .max_message_size(limits.max_frame_bytes.saturating_mul(2))
         .max_frame_size(limits.max_frame_bytes.saturating_mul(2))
         .on_upgrade(move |socket| session::run(socket, app, peer, pre))
+}
+
+/// Query of `GET /reports/{period}`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReportQuery {
+    /// The community (0 or absent: the township).
+    #[serde(default)]
+    community: u64,
+    /// `csv` (default) or `json`.
+    #[serde(default)]
+    format: Option<String>,
+    /// For CSV: `workers` (default) or `communities`.
+    #[serde(default)]
+    table: Option<String>,
+}
+
+/// `GET /reports/{period}?community=ID&format=csv|json&table=workers|communities`: a supervisor's
+/// appraisal report (docs/appraisal.md), with the session token in the `Authorization` header.
+async fn report(
+    State(state): State<HttpState>,
+    Path(period): Path<String>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let county = &state.app.county;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let now = county.clock().now_ms();
+    let account = match auth::authenticate(county.store(), token, now) {
+        Ok((account, _, _)) => account,
+        Err(_) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "sign in: Authorization: Bearer <token>\n",
+            )
+                .into_response();
+        }
+    };
+    let who = caller_of(&account);
+    let report = match county.appraisal_report(&who, &period, q.community) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = match e.code() {
+                ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                ErrorCode::NotFound => StatusCode::NOT_FOUND,
+                ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return (status, format!("{e}\n")).into_response();
+        }
+    };
+    let name = format!("lianxin-{}-{}", report.period, q.community);
+    match q.format.as_deref().unwrap_or("csv") {
+        "json" => match serde_json::to_string(&report) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        },
+        "csv" => {
+            let csv = match q.table.as_deref().unwrap_or("workers") {
+                "communities" => lianxin_client::report::communities_csv(&report),
+                _ => lianxin_client::report::workers_csv(&report),
+            };
+            match csv {
+                Ok(body) => (
+                    [
+                        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                        (
+                            header::CONTENT_DISPOSITION,
+                            format!("attachment; filename=\"{name}.csv\""),
+                        ),
+                    ],
+                    body,
+                )
+                    .into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+            }
+        }
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {other:?}: csv or json\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /healthz`: the process is up.

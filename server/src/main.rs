@@ -30,6 +30,14 @@ enum Command {
     Serve(ServeArgs),
     /// Manage communities, grids, accounts and addresses (run while the server is stopped).
     Admin(AdminArgs),
+    /// Print a month's appraisal report from a running server (a supervisor signs in), as CSV
+    /// (UTF-8 with BOM) or JSON: `lianxin report --period 2026-11 --community 3 --login sup-01 …`.
+    Report {
+        #[command(flatten)]
+        args: lianxin_client::cli::ClientArgs,
+        #[command(flatten)]
+        report: lianxin_client::cli::ReportArgs,
+    },
     /// Talk to a running server.
     Client {
         #[command(flatten)]
@@ -302,6 +310,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Admin(args) => admin(args),
+        Command::Report { args, report } => {
+            lianxin_client::cli::run(args, lianxin_client::cli::ClientCommand::Report(report))
+                .await?;
+            Ok(())
+        }
         Command::Client { args, command } => {
             lianxin_client::cli::run(args, command).await?;
             Ok(())

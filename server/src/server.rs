@@ -76,6 +76,7 @@ impl Server {
                 utc_offset_minutes: config.board.utc_offset_minutes,
                 interval: Duration::from_millis(config.board.interval_ms.max(10)),
             },
+            appraisal: config.appraisal.clone(),
         };
         let county = County::start(store, clock, settings).await?;
         Ok(Server {

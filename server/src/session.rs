@@ -20,9 +20,9 @@ use lianxin_actors::petition::{CallerInfo, PetitionReply, PetitionRequest};
 use lianxin_protocol::codec::{self, Wire};
 use lianxin_protocol::reply;
 use lianxin_protocol::v1::{
-    BoardUpdate, ClientFrame, Empty, ErrorCode, EscalationTarget, Event, PetitionResult, Pong,
-    RatingLevel, ServerFrame, SignedIn, Subscribed, client_frame::Request, reply::Result as R,
-    server_frame,
+    BoardUpdate, ClientFrame, Empty, ErrorCode, EscalationTarget, Event, PetitionResult,
+    PointsEntry, Pong, RatingLevel, ServerFrame, SignedIn, Subscribed, client_frame::Request,
+    reply::Result as R, server_frame,
 };
 use lianxin_storage::AccountRecord;
 use prost::Message as _;
@@ -542,6 +542,22 @@ impl Session {
             Request::GetBoardPetitions(g) => {
                 Ok(R::Petitions(county.board_petitions(&who, g).await?))
             }
+            Request::GetReport(g) => Ok(R::Report(county.appraisal_report(
+                &who,
+                &g.period,
+                g.community_id,
+            )?)),
+            Request::AddPoints(a) => {
+                county.add_points(
+                    &who,
+                    PointsEntry {
+                        worker_id: a.worker_id,
+                        points_cents: a.points_cents,
+                        reason: a.reason,
+                    },
+                )?;
+                Ok(R::Ok(Empty {}))
+            }
             Request::SetOnDuty(d) => {
                 county.set_on_duty(&who, d.on_duty).await?;
                 Ok(R::Ok(lianxin_protocol::v1::Empty {}))
@@ -779,6 +795,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::WatchBoard(_) => "watch_board",
         Request::UnwatchBoard(_) => "unwatch_board",
         Request::GetBoardPetitions(_) => "get_board_petitions",
+        Request::GetReport(_) => "get_report",
+        Request::AddPoints(_) => "add_points",
     }
 }
 

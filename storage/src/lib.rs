@@ -9,6 +9,7 @@
 //! - [`trees`]: every sled tree, declared in one list, and the big-endian key layout.
 //! - [`records`]: the storage-only records (accounts with password hashes, sessions).
 //! - [`accounts`]: accounts, logins and session tokens (stored only as hashes).
+//! - [`audit`]: manual points entries of the audit log, and frozen appraisal reports.
 //! - [`directory`]: communities, grids, their staff and the address → grid index.
 //! - [`petitions`]: petitions, their timelines, read marks, indexes and the atomic [`Commit`].
 //! - [`feed`]: per-account ordered event feeds with cursors.
@@ -18,6 +19,7 @@
 //! only after that. See `docs/durability.md` for what sled's flush does and does not promise.
 
 pub mod accounts;
+pub mod audit;
 pub mod directory;
 pub mod durability;
 pub mod feed;

@@ -92,6 +92,7 @@ fn audit_record(p: &Petition, e: &Entry) -> AuditRecord {
         completion_due_at_ms: p.completion_due_at_ms,
         entry: Some(e.clone()),
         channel: p.channel,
+        points: None,
     }
 }
 

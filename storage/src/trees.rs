@@ -71,8 +71,11 @@ declare_trees! {
     communityid_createdat_petitionid,
     /// (community id, petition id) → (): the open petitions (not closed or withdrawn) of a community.
     communityid_open_petitionid,
-    /// (time, petition id, seq) → `AuditRecord`: the append-only audit log.
+    /// (time, petition id, seq) → `AuditRecord`: the append-only audit log (petition id 0: manual
+    /// points entries, keyed by a fresh id instead of seq).
     atms_petitionid_seq_audit,
+    /// (period such as "2026-11", community id or 0) → `AppraisalReport`: reports issued, frozen.
+    period_communityid_report,
 }
 
 /// Index of each tree in [`Trees::petition_commit_set`]'s slice.

@@ -5,8 +5,10 @@
 //!   it changes.
 //! - [`calendar`], [`supervision`]: deadlines, office hours and the supervision ladder.
 //! - [`board`]: the response board's figures (docs/metrics.md).
+//! - [`appraisal`]: workload points, evaluation scores and totals (docs/appraisal.md).
 
 pub mod access;
+pub mod appraisal;
 pub mod board;
 pub mod calendar;
 pub mod petition;

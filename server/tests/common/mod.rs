@@ -120,6 +120,27 @@ pub async fn sign_in(url: &str, login: &str, wire: Wire) -> Client {
     client
 }
 
+/// A plain HTTP/1.1 GET on loopback; returns the whole response (status line, headers, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_get_with(addr, path, &[]).await
+}
+
+/// A plain HTTP/1.1 GET with extra header lines ("Name: value").
+pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8(out).unwrap()
+}
+
 /// A complaint addressed to a worker.
 pub fn complaint(worker_id: u64, text: &str) -> lianxin_client::v1::SubmitPetition {
     lianxin_client::v1::SubmitPetition {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lianxin_protocol::v1::{
     Board, BoardUpdate, Category, Channel, GetBoardPetitions, GridInfo, HistoryPage, Petition,
-    PetitionPage, PetitionState, Role, SubmitPetition, WatchBoard, WorkerInfo,
+    PetitionPage, PetitionState, Rating, Role, SubmitPetition, WatchBoard, WorkerInfo,
 };
 use lianxin_storage::{AccountRecord, FeedItem, Store};
 use parking_lot::RwLock;
@@ -138,6 +138,17 @@ struct Inner {
     board: RwLock<Option<ActorRef<BoardMsg>>>,
     /// Whether any board has loaded facts (and so wants to hear of petition changes).
     board_active: AtomicBool,
+    /// Where bad reviews go (the webhook), once someone listens.
+    bad_reviews: RwLock<Option<tokio::sync::mpsc::UnboundedSender<BadReview>>>,
+}
+
+/// A dissatisfied rating (差评), as stored, for those who act on it (the webhook).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadReview {
+    /// The petition after the rating.
+    pub petition: Petition,
+    /// The rating.
+    pub rating: Rating,
 }
 
 /// Handle on the running domain; cheap to clone.
@@ -198,6 +209,7 @@ impl County {
             stop_ticker: Arc::new(AtomicBool::new(false)),
             board: RwLock::new(None),
             board_active: AtomicBool::new(false),
+            bad_reviews: RwLock::new(None),
         }));
         for grid in county.store().grids()? {
             let id = grid.id;
@@ -276,6 +288,23 @@ impl County {
             && let Some(board) = self.0.board.read().as_ref()
         {
             let _ = board.send_message(BoardMsg::Changed(Box::new(Facts::from(petition))));
+        }
+    }
+
+    /// Hands every later bad review to the returned receiver (replacing an earlier one).
+    pub fn bad_reviews(&self) -> tokio::sync::mpsc::UnboundedReceiver<BadReview> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.0.bad_reviews.write() = Some(tx);
+        rx
+    }
+
+    /// Passes on a stored bad review (called by the petition actor after the commit).
+    pub(crate) fn bad_review(&self, petition: &Petition, rating: &Rating) {
+        if let Some(tx) = self.0.bad_reviews.read().as_ref() {
+            let _ = tx.send(BadReview {
+                petition: petition.clone(),
+                rating: rating.clone(),
+            });
         }
     }
 

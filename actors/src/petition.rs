@@ -499,6 +499,7 @@ async fn transition(
         state.county.policy(p.community_id).start(&mut p);
     }
     refresh_next_step(&state.county, &mut p);
+    let rating = t.rating.clone();
     let seq = p.last_seq + 1;
     p.last_seq = seq;
     let entry = Entry {
@@ -543,6 +544,10 @@ async fn transition(
         .await?
         .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
     metrics::counter!("lianxin_transitions_total").increment(1);
+    if let Some(rating) = rating.filter(|r| r.level() == RatingLevel::Dissatisfied) {
+        metrics::counter!("lianxin_bad_reviews_total").increment(1);
+        state.county.bad_review(&state.petition, &rating);
+    }
     Ok(PetitionReply::Petition(state.petition.clone()))
 }
 

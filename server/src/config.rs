@@ -13,6 +13,8 @@ use lianxin_actors::domain::appraisal::AppraisalConfig;
 use lianxin_actors::domain::supervision::SupervisionConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::webhook::WebhookConfig;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +39,8 @@ pub struct Config {
     pub board: BoardConfig,
     /// How workers are appraised (see docs/appraisal.md).
     pub appraisal: AppraisalConfig,
+    /// The bad-review webhook.
+    pub webhook: WebhookConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -109,6 +113,7 @@ impl Default for Config {
             supervision_tick_ms: 250,
             board: BoardConfig::default(),
             appraisal: AppraisalConfig::default(),
+            webhook: WebhookConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -8,6 +8,7 @@
 //! - [`seed`]: the demo county seeded into an empty database.
 //! - [`admin`]: the administrator's commands (communities, grids, staff, jurisdiction import).
 //! - [`web`]: the embedded web pages (`/board`).
+//! - [`webhook`]: bad reviews POSTed to a configured URL, with retries.
 //! - [`server`]: start-up and graceful shutdown, given a listener and a shutdown future.
 
 pub mod admin;
@@ -18,3 +19,4 @@ pub mod seed;
 pub mod server;
 pub mod session;
 pub mod web;
+pub mod webhook;

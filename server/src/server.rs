@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::seed;
 use crate::session::AppState;
+use crate::webhook;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub struct Server {
     metrics: Option<PrometheusHandle>,
     /// Demo sign-ins, when the demo county was seeded by this start.
     seeded: Option<seed::DemoSummary>,
+    /// The bad-review webhook's task, when one is configured.
+    webhook: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -79,11 +82,13 @@ impl Server {
             appraisal: config.appraisal.clone(),
         };
         let county = County::start(store, clock, settings).await?;
+        let webhook = webhook::spawn(&county, config.webhook.clone());
         Ok(Server {
             county,
             config: Arc::new(config),
             metrics,
             seeded,
+            webhook,
         })
     }
 
@@ -152,6 +157,11 @@ impl Server {
             .is_err()
         {
             tracing::warn!("sessions did not close within 10 s");
+        }
+        if let Some(webhook) = self.webhook {
+            // Unfinished deliveries stay in storage and go out after the next start.
+            webhook.abort();
+            let _ = webhook.await;
         }
         self.county.shutdown().await?;
         tracing::info!("storage flushed; bye");

@@ -1,5 +1,5 @@
-//! The audit log's entries that are not petition commits (manual points entries), and frozen
-//! appraisal reports.
+//! The audit log's entries that are not petition commits (manual points entries), frozen
+//! appraisal reports, and the webhook's pending deliveries.
 
 use lianxin_protocol::v1::{AppraisalReport, AuditRecord};
 use prost::Message;
@@ -48,6 +48,37 @@ impl Store {
                 None => Ok(report.clone()),
             },
         }
+    }
+}
+
+impl Store {
+    /// Keeps a webhook delivery until it is done.
+    pub fn webhook_put(&self, id: u64, body: &str) -> Result<()> {
+        self.trees
+            .id_webhook
+            .insert(id.to_be_bytes(), body.as_bytes())?;
+        Ok(())
+    }
+
+    /// Forgets a finished webhook delivery.
+    pub fn webhook_remove(&self, id: u64) -> Result<()> {
+        self.trees.id_webhook.remove(id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The webhook deliveries not yet done, oldest first.
+    pub fn webhook_pending(&self) -> Result<Vec<(u64, String)>> {
+        self.trees
+            .id_webhook
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let id = crate::trees::decode_u64(&k)?;
+                let body = String::from_utf8(v.to_vec())
+                    .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+                Ok((id, body))
+            })
+            .collect()
     }
 }
 

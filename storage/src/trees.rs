@@ -76,6 +76,8 @@ declare_trees! {
     atms_petitionid_seq_audit,
     /// (period such as "2026-11", community id or 0) → `AppraisalReport`: reports issued, frozen.
     period_communityid_report,
+    /// delivery id → JSON body: bad-review webhook deliveries not yet done.
+    id_webhook,
 }
 
 /// Index of each tree in [`Trees::petition_commit_set`]'s slice.

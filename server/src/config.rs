@@ -32,6 +32,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// Milliseconds between the supervisor's looks for due steps.
     pub supervision_tick_ms: u64,
+    /// Seconds without a request after which an open petition's actor is stopped (0: never).
+    pub petition_idle_secs: u64,
     /// Logging.
     pub log: LogConfig,
 }
@@ -83,6 +85,7 @@ impl Default for Config {
             limits: Limits::default(),
             supervision: SupervisionConfig::default(),
             supervision_tick_ms: 250,
+            petition_idle_secs: 30,
             log: LogConfig::default(),
         }
     }

@@ -72,6 +72,8 @@ impl Server {
             supervision: config.supervision.clone(),
             supervision_tick: (config.supervision_tick_ms > 0)
                 .then(|| Duration::from_millis(config.supervision_tick_ms)),
+            petition_idle: (config.petition_idle_secs > 0)
+                .then(|| Duration::from_secs(config.petition_idle_secs)),
         };
         let county = County::start(store, clock, settings).await?;
         Ok(Server {

@@ -44,6 +44,9 @@ pub struct DomainSettings {
     pub supervision: SupervisionConfig,
     /// How often the supervisor looks for due steps (none: only when asked, as tests do).
     pub supervision_tick: Option<Duration>,
+    /// Stop an open petition's actor after this long without a request (none: keep it while
+    /// the petition is open); the next request starts it again from storage.
+    pub petition_idle: Option<Duration>,
     /// The response boards.
     pub board: BoardSettings,
     /// How workers are appraised (docs/appraisal.md).
@@ -76,6 +79,7 @@ impl Default for DomainSettings {
             call_timeout: Duration::from_secs(10),
             supervision: SupervisionConfig::default(),
             supervision_tick: Some(Duration::from_millis(250)),
+            petition_idle: Some(Duration::from_secs(30)),
             board: BoardSettings::default(),
             appraisal: AppraisalConfig::default(),
         }
@@ -473,6 +477,16 @@ impl County {
             Ok(CallResult::Success(report)) => Ok(report),
             _ => Err(DomainError::Unavailable("supervisor unavailable".into())),
         }
+    }
+
+    /// Petition actors running now, over every grid.
+    pub async fn petition_actor_count(&self) -> DomainResult<usize> {
+        let ids: Vec<u64> = self.0.grids.read().keys().copied().collect();
+        let mut total = 0;
+        for id in ids {
+            total += self.call_grid(id, GridMsg::PetitionActors).await?;
+        }
+        Ok(total)
     }
 
     /// Raises a petition: a resident for themselves, or staff on a resident's behalf.

@@ -79,6 +79,26 @@ pub enum GridMsg {
         /// The message.
         msg: WorkerMsg,
     },
+    /// How many petition actors the grid runs now.
+    PetitionActors(RpcReplyPort<usize>),
+    /// A petition actor has been idle and offers to stop.
+    PetitionIdle {
+        /// Its petition.
+        petition_id: u64,
+        /// The actor making the offer.
+        actor: ractor::ActorId,
+        /// Messages from this grid it has handled.
+        handled: u64,
+    },
+}
+
+/// A running petition actor and the messages the grid has routed to it.
+#[derive(Debug)]
+struct Running {
+    /// The actor.
+    actor: ActorRef<PetitionMsg>,
+    /// Messages routed to it.
+    sent: u64,
 }
 
 /// State of a grid actor.
@@ -91,7 +111,7 @@ pub struct GridActorState {
     /// Worker actors by worker id, in id order of the grid's staff.
     workers: HashMap<u64, ActorRef<WorkerMsg>>,
     /// Actors of the grid's petitions that are in use, by petition id.
-    petitions: HashMap<u64, ActorRef<PetitionMsg>>,
+    petitions: HashMap<u64, Running>,
 }
 
 /// The grid actor (behaviour only).
@@ -152,6 +172,14 @@ impl Actor for GridActor {
                     let _ = worker.send_message(msg);
                 }
             }
+            GridMsg::PetitionActors(reply) => {
+                let _ = reply.send(state.petitions.len());
+            }
+            GridMsg::PetitionIdle {
+                petition_id,
+                actor,
+                handled,
+            } => passivate(state, petition_id, actor, handled),
         }
         Ok(())
     }
@@ -196,11 +224,29 @@ impl Actor for GridActor {
     }
 }
 
+/// Stops an idle petition actor, if every message routed to it has been handled (none is
+/// waiting in its mailbox; none will be sent to it, since it leaves the map now).
+fn passivate(state: &mut GridActorState, petition_id: u64, actor: ractor::ActorId, handled: u64) {
+    let idle = state
+        .petitions
+        .get(&petition_id)
+        .is_some_and(|r| r.actor.get_id() == actor && r.sent == handled);
+    if !idle {
+        return;
+    }
+    if let Some(r) = state.petitions.remove(&petition_id) {
+        r.actor.stop(Some("idle".into()));
+        metrics::gauge!("lianxin_petition_actors").decrement(1.0);
+        metrics::counter!("lianxin_petition_passivations_total").increment(1);
+        tracing::debug!(petition = petition_id, "idle petition actor stopped");
+    }
+}
+
 fn forget_petition(state: &mut GridActorState, id: ractor::ActorId) -> Option<u64> {
     let pid = state
         .petitions
         .iter()
-        .find(|(_, r)| r.get_id() == id)
+        .find(|(_, r)| r.actor.get_id() == id)
         .map(|(pid, _)| *pid)?;
     state.petitions.remove(&pid);
     metrics::gauge!("lianxin_petition_actors").decrement(1.0);
@@ -224,9 +270,12 @@ async fn route(
     petition_id: u64,
     msg: PetitionMsg,
 ) {
-    if let Some(actor) = state.petitions.get(&petition_id) {
-        match actor.send_message(msg) {
-            Ok(()) => return,
+    if let Some(running) = state.petitions.get_mut(&petition_id) {
+        match running.actor.send_message(msg) {
+            Ok(()) => {
+                running.sent += 1;
+                return;
+            }
             Err(ractor::MessagingErr::SendErr(msg)) => {
                 // The actor is stopping; start a fresh one below.
                 state.petitions.remove(&petition_id);
@@ -251,14 +300,19 @@ async fn start_and_send(
         county: state.county.clone(),
         petition_id,
         grid_id: state.grid.id,
+        grid: myself.clone(),
     };
     match Actor::spawn_linked(None, PetitionActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {
             metrics::gauge!("lianxin_petition_actors").increment(1.0);
-            if let Err(e) = actor.send_message(msg) {
-                tracing::warn!(petition = petition_id, error = %e, "new petition actor refused a message");
-            }
-            state.petitions.insert(petition_id, actor);
+            let sent = match actor.send_message(msg) {
+                Ok(()) => 1,
+                Err(e) => {
+                    tracing::warn!(petition = petition_id, error = %e, "new petition actor refused a message");
+                    0
+                }
+            };
+            state.petitions.insert(petition_id, Running { actor, sent });
         }
         Err(e) => {
             // Not found, moved to another grid, or storage failing: tell the caller.

@@ -5,6 +5,13 @@
 //! events of everyone concerned, waits until that is on disk, and only then replies and pushes the
 //! events live. It is started on demand from storage by its grid actor, which supervises it: a
 //! panic here restarts nothing but this petition, from storage.
+//!
+//! An open petition's actor that has handled nothing for the configured idle time
+//! ([`DomainSettings::petition_idle`](crate::county::DomainSettings)) is passivated: it offers to
+//! stop, and its grid stops it once every message the grid routed to it has been handled; the next
+//! request starts a fresh actor from storage. So memory follows the petitions in use, not the open
+//! ones. An actor that was started by the supervisor and has done nothing but fire supervision
+//! steps offers to stop right after them: the next step of a ladder is hours away.
 
 use lianxin_protocol::v1::{
     Action, Entry, EntryAdded, EscalationTarget, MessageAck, NoticeKind, Petition, PetitionDetail,
@@ -22,6 +29,7 @@ use crate::domain::access::{self, Caller};
 use crate::domain::petition::{self as machine, Command, TransferTarget};
 use crate::domain::supervision::record_step;
 use crate::error::{DomainError, DomainResult};
+use crate::grid::GridMsg;
 
 /// The account making a request, as the actors need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +139,8 @@ pub enum PetitionMsg {
     /// Panics on purpose: lets tests prove that a crash stays local and restarts from storage.
     #[doc(hidden)]
     Crash,
+    /// The actor's own idle timer: offer to stop if nothing was handled for the idle time.
+    IdleCheck,
 }
 
 /// Arguments to start a petition actor.
@@ -142,6 +152,8 @@ pub struct PetitionArgs {
     pub petition_id: u64,
     /// The grid actor starting it; a petition of another grid refuses to start here.
     pub grid_id: u64,
+    /// The grid actor, which it asks to be stopped when idle.
+    pub grid: ActorRef<GridMsg>,
 }
 
 /// State of a petition actor.
@@ -153,6 +165,14 @@ pub struct PetitionActorState {
     petition: Petition,
     /// The grid whose actor supervises this one.
     grid_id: u64,
+    /// That grid's actor.
+    grid: ActorRef<GridMsg>,
+    /// Messages from the grid handled so far (the grid counts those it sent).
+    handled: u64,
+    /// When the last message from the grid was handled (or the actor started).
+    last_active: tokio::time::Instant,
+    /// Whether every request handled so far was the supervisor's.
+    only_supervised: bool,
 }
 
 /// The petition actor (behaviour only; its data lives in [`PetitionActorState`]).
@@ -166,7 +186,7 @@ impl Actor for PetitionActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: PetitionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let petition = args
@@ -182,10 +202,17 @@ impl Actor for PetitionActor {
             .into());
         }
         tracing::debug!(petition = petition.id, "petition actor started");
+        if let Some(idle) = args.county.settings().petition_idle {
+            myself.send_after(idle, || PetitionMsg::IdleCheck);
+        }
         Ok(PetitionActorState {
             county: args.county,
             petition,
             grid_id: args.grid_id,
+            grid: args.grid,
+            handled: 0,
+            last_active: tokio::time::Instant::now(),
+            only_supervised: true,
         })
     }
 
@@ -197,20 +224,56 @@ impl Actor for PetitionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PetitionMsg::Crash => panic!("petition {} asked to crash", state.petition.id),
+            PetitionMsg::IdleCheck => idle_check(&myself, state),
             PetitionMsg::Call(call) => {
+                state.handled += 1;
+                state.only_supervised &= call.request == PetitionRequest::Supervise;
                 let span = info_span!("petition", id = state.petition.id);
                 let result = handle_call(state, &call.caller, call.request)
                     .instrument(span)
                     .await;
                 let _ = call.reply.send(result);
+                state.last_active = tokio::time::Instant::now();
                 let p = &state.petition;
                 if !machine::is_open(p.state()) || p.grid_id != state.grid_id {
                     // Closed petitions have no actor; moved ones live under their new grid.
                     myself.stop(Some("petition closed or moved".into()));
+                } else if state.only_supervised && state.county.settings().petition_idle.is_some() {
+                    // Started for supervision alone: its next step is hours away.
+                    offer_to_stop(&myself, state);
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// On the idle timer: offers to stop when nothing was handled for the idle time (the grid agrees
+/// only when it has routed nothing this actor has not handled yet), and sets the timer again.
+fn idle_check(myself: &ActorRef<PetitionMsg>, state: &PetitionActorState) {
+    let Some(idle) = state.county.settings().petition_idle else {
+        return;
+    };
+    let quiet = state.last_active.elapsed();
+    if quiet >= idle {
+        offer_to_stop(myself, state);
+        // Should the grid decline (a message is on its way), look again later.
+        myself.send_after(idle, || PetitionMsg::IdleCheck);
+    } else {
+        myself.send_after(idle - quiet, || PetitionMsg::IdleCheck);
+    }
+}
+
+/// Asks the grid to stop this actor; it does once every message it routed here was handled.
+fn offer_to_stop(myself: &ActorRef<PetitionMsg>, state: &PetitionActorState) {
+    let offer = GridMsg::PetitionIdle {
+        petition_id: state.petition.id,
+        actor: myself.get_id(),
+        handled: state.handled,
+    };
+    if state.grid.send_message(offer).is_err() {
+        // The grid is gone (shutting down): nothing will be routed here again.
+        myself.stop(Some("grid gone".into()));
     }
 }
 

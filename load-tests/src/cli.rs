@@ -30,6 +30,9 @@ pub enum Command {
     Storm(StormArgs),
     /// Steady load for a long (bounded) time, watching the server's memory.
     Soak(SoakArgs),
+    /// Open many petitions whose response deadlines fall due within a window; measure how late
+    /// each reminder fires and the server's memory per tracked deadline.
+    Deadlines(DeadlinesArgs),
     /// Run the bare relay: plain tokio-tungstenite speaking the scenarios' subset of the protocol.
     Relay(RelayArgs),
 }
@@ -219,6 +222,50 @@ pub struct StormArgs {
     pub catchup_timeout_secs: u64,
 }
 
+/// `deadlines`: reminders of many petitions falling due within a window.
+#[derive(Debug, Clone, Args)]
+pub struct DeadlinesArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Open petitions to create (each by a resident of the demo county, addressed to a worker).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub petitions: u64,
+    /// Seconds over which the petitions are created, evenly, and so over which their response
+    /// deadlines fall due.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub window_secs: u64,
+    /// Seconds between the end of the creation window and the first deadline (the started
+    /// server's `response_within` is `window_secs + lead_secs`).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lead_secs: u64,
+    /// The started server's `supervision_tick_ms`.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub tick_ms: u64,
+    /// Connections each resident submits over (requests on one connection are answered in turn).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub connections_per_resident: u64,
+    /// Seconds to wait for missing reminders after the last deadline.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub drain_secs: u64,
+    /// Seconds to wait after the last reminder before the last memory reading (longer than the
+    /// server's `petition_idle_secs` shows the memory once idle petition actors have stopped).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub settle_secs: u64,
+    /// The started server's `petition_idle_secs` (default: the server's own default).
+    #[arg(long)]
+    pub petition_idle_secs: Option<u64>,
+    /// The started server's `cache_capacity_mb` (default: the server's own default).
+    #[arg(long)]
+    pub cache_capacity_mb: Option<u64>,
+    /// Start the server with glibc's default malloc settings. Without this flag it runs with a
+    /// fixed mmap threshold (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576`), so that the
+    /// 19 MiB argon2 buffers of the sign-ins go back to the system instead of staying in the
+    /// "before" reading and being reused by what the petitions allocate.
+    #[arg(long)]
+    pub malloc_defaults: bool,
+}
+
 /// `relay`: the bare relay.
 #[derive(Debug, Clone, Args)]
 pub struct RelayArgs {
@@ -238,6 +285,7 @@ impl Command {
             Command::Steady(_) => "steady",
             Command::Storm(_) => "storm",
             Command::Soak(_) => "soak",
+            Command::Deadlines(_) => "deadlines",
             Command::Relay(_) => "relay",
         }
     }
@@ -249,6 +297,7 @@ impl Command {
             Command::Steady(a) => Some(&a.common),
             Command::Storm(a) => Some(&a.common),
             Command::Soak(a) => Some(&a.common),
+            Command::Deadlines(a) => Some(&a.common),
             Command::Relay(_) => None,
         }
     }
@@ -294,5 +343,21 @@ mod tests {
         let cli =
             Cli::try_parse_from(["lianxin-load", "relay", "--listen", "127.0.0.1:1"]).unwrap();
         assert!(cli.command.common().is_none());
+        let cli = Cli::try_parse_from([
+            "lianxin-load",
+            "deadlines",
+            "--petitions",
+            "100000",
+            "--window-secs",
+            "30",
+        ])
+        .unwrap();
+        let Command::Deadlines(a) = cli.command else {
+            panic!("not deadlines")
+        };
+        assert_eq!(a.petitions, 100_000);
+        assert_eq!(a.window_secs, 30);
+        assert_eq!(a.lead_secs, 20);
+        assert_eq!(a.tick_ms, 250);
     }
 }

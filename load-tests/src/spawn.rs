@@ -25,6 +25,15 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// What a scenario asks of the server it starts beyond the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSetup {
+    /// A configuration file (TOML) to start it with.
+    pub config: Option<String>,
+    /// Environment variables to set for it.
+    pub env: Vec<(String, String)>,
+}
+
 /// A child process serving WebSockets on a loopback port; killed when dropped.
 #[derive(Debug)]
 pub struct Spawned {
@@ -42,9 +51,14 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    /// Starts `lianxin serve --data-dir <temp> --listen 127.0.0.1:<free port>` and waits until
+    /// Starts `lianxin serve --data-dir <temp> --listen 127.0.0.1:<free port>` (with
+    /// `--config <temp>/lianxin.toml` and the environment `setup` asks for) and waits until
     /// `/readyz` answers 200.
-    pub async fn server(bin: &Path, log_filter: &str) -> anyhow::Result<Spawned> {
+    pub async fn server(
+        bin: &Path,
+        log_filter: &str,
+        setup: &ServerSetup,
+    ) -> anyhow::Result<Spawned> {
         if !bin.is_file() {
             bail!(
                 "server binary {} not found: build it (cargo build --release -p lianxin-server) \
@@ -67,6 +81,12 @@ impl Spawned {
             .arg(addr.to_string())
             .current_dir(dir.path())
             .env("RUST_LOG", log_filter);
+        if let Some(toml) = &setup.config {
+            let path = dir.path().join("lianxin.toml");
+            std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
+            cmd.arg("--config").arg(&path);
+        }
+        cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
         let mut spawned = Self::spawn(cmd, dir, addr).await?;
         spawned.wait_ready(true).await?;
         Ok(spawned)
@@ -214,9 +234,29 @@ pub fn request_quantiles(metrics: &str, kind: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The value of an unlabelled gauge or counter in the server's Prometheus text
+/// (`lianxin_petition_actors 12`).
+pub fn plain_metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_metrics_from_prometheus_text() {
+        let text = "# TYPE lianxin_petition_actors gauge\n\
+            lianxin_petition_actors 1200\n\
+            lianxin_petition_actors_total 3\n\
+            lianxin_pending_steps 99\n";
+        assert_eq!(plain_metric(text, "lianxin_petition_actors"), Some(1200.0));
+        assert_eq!(plain_metric(text, "lianxin_pending_steps"), Some(99.0));
+        assert_eq!(plain_metric(text, "lianxin_sessions"), None);
+    }
 
     #[test]
     fn quantiles_from_prometheus_text() {

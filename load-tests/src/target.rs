@@ -11,7 +11,7 @@ use crate::procstat::{self, Snapshot};
 use crate::progress;
 use crate::relay;
 use crate::report::TargetInfo;
-use crate::spawn::{self, Spawned};
+use crate::spawn::{self, ServerSetup, Spawned};
 
 /// Which kind of target to run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +36,13 @@ pub struct Target {
 }
 
 impl Target {
-    /// Starts (or points at) the target the options ask for.
-    pub async fn start(common: &CommonArgs, kind: Kind) -> anyhow::Result<Target> {
+    /// Starts (or points at) the target the options ask for; a server this tool starts gets
+    /// what `setup` asks for.
+    pub async fn start(
+        common: &CommonArgs,
+        kind: Kind,
+        setup: &ServerSetup,
+    ) -> anyhow::Result<Target> {
         match (kind, &common.target) {
             (Kind::Server, Some(url)) => Ok(Target::external(url, "external")),
             (Kind::Relay, Some(url)) if common.relay => Ok(Target::external(url, "external-relay")),
@@ -50,7 +55,7 @@ impl Target {
                     "starting {} on a fresh data folder",
                     bin.display()
                 ));
-                let spawned = Spawned::server(&bin, &common.server_log).await?;
+                let spawned = Spawned::server(&bin, &common.server_log, setup).await?;
                 Ok(Target {
                     label: "server",
                     url: spawned.url.clone(),

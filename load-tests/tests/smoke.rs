@@ -249,3 +249,50 @@ fn soak_reports_the_memory_trend() {
     assert_report_shape(&relay, "soak", "relay");
     assert_eq!(figure(&relay, "acked"), 150.0);
 }
+
+#[test]
+fn deadlines_remind_every_petition_exactly_once() {
+    let report = load(
+        "deadlines",
+        &[
+            "deadlines",
+            "--petitions",
+            "200",
+            "--window-secs",
+            "3",
+            "--lead-secs",
+            "3",
+            "--drain-secs",
+            "60",
+            "--petition-idle-secs",
+            "1",
+            "--settle-secs",
+            "5",
+        ],
+    );
+    assert_report_shape(&report, "deadlines", "server");
+    assert_eq!(figure(&report, "petitions"), 200.0);
+    assert_eq!(figure(&report, "submit_errors"), 0.0, "{}", report["notes"]);
+    assert_eq!(figure(&report, "reminded"), 200.0, "{}", report["details"]);
+    assert_eq!(figure(&report, "missing_reminders"), 0.0);
+    assert_eq!(figure(&report, "doubled_reminders"), 0.0);
+    let reminders = &report["details"]["reminders"];
+    assert_eq!(reminders["clean"], true, "{reminders}");
+    assert_eq!(reminders["unexpected"], 0);
+    assert_eq!(reminders["early"], 0);
+    assert_eq!(
+        reminders["other_steps"],
+        serde_json::json!({}),
+        "no warning"
+    );
+    assert_eq!(reminders["fired_lateness"]["count"], 200);
+    assert_eq!(
+        report["details"]["worker_feed_errors"],
+        serde_json::json!([])
+    );
+    assert!(figure(&report, "lateness_max_us") >= figure(&report, "lateness_p50_us"));
+    assert!(figure(&report, "rss_tracked_bytes") > 0.0);
+    assert_eq!(figure(&report, "pending_steps_tracked"), 200.0);
+    // Idle petition actors were stopped once the reminders were done.
+    assert_eq!(figure(&report, "petition_actors_settled"), 0.0);
+}

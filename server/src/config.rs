@@ -35,6 +35,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// Milliseconds between the supervisor's looks for due steps.
     pub supervision_tick_ms: u64,
+    /// Seconds without a request after which an open petition's actor is stopped (0: never).
+    pub petition_idle_secs: u64,
     /// The supervisors' live response boards.
     pub board: BoardConfig,
     /// How workers are appraised (see docs/appraisal.md).
@@ -111,6 +113,7 @@ impl Default for Config {
             limits: Limits::default(),
             supervision: SupervisionConfig::default(),
             supervision_tick_ms: 250,
+            petition_idle_secs: 30,
             board: BoardConfig::default(),
             appraisal: AppraisalConfig::default(),
             webhook: WebhookConfig::default(),

@@ -181,14 +181,20 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. `lianxin_pending_steps` is counted at each scrape (it
+/// walks the deadline index, one key per open petition: cheap at a scrape's pace, too dear for
+/// every supervision tick).
 async fn metrics(State(state): State<HttpState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            let pending = state.app.county.store().pending_step_count();
+            metrics::gauge!("lianxin_pending_steps").set(pending as f64);
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
+        }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
     }
 }

@@ -75,6 +75,8 @@ impl Server {
             supervision: config.supervision.clone(),
             supervision_tick: (config.supervision_tick_ms > 0)
                 .then(|| Duration::from_millis(config.supervision_tick_ms)),
+            petition_idle: (config.petition_idle_secs > 0)
+                .then(|| Duration::from_secs(config.petition_idle_secs)),
             board: BoardSettings {
                 utc_offset_minutes: config.board.utc_offset_minutes,
                 interval: Duration::from_millis(config.board.interval_ms.max(10)),

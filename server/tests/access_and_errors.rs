@@ -472,3 +472,67 @@ async fn a_crashing_petition_actor_restarts_from_storage_and_harms_nobody() {
     assert_eq!(ack.seq, 4);
     server.stop().await;
 }
+
+/// Waits until the county runs `n` petition actors, for at most `secs` seconds.
+async fn wait_for_actors(server: &TestServer, n: usize, secs: u64) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let count = server.county.petition_actor_count().await.unwrap();
+        if count == n || std::time::Instant::now() > deadline {
+            return count;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_petition_actors_stop_and_start_again_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_petition_idle(dir.path(), 1).await;
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let p = resident.submit_petition(petition("一")).await.unwrap();
+    let q = resident.submit_petition(petition("二")).await.unwrap();
+    // Raising a petition starts no actor; the first request does.
+    assert_eq!(server.county.petition_actor_count().await.unwrap(), 0);
+    resident.send_message(p.id, "wakes it", "").await.unwrap();
+    resident
+        .send_message(q.id, "and this one", "")
+        .await
+        .unwrap();
+    assert_eq!(server.county.petition_actor_count().await.unwrap(), 2);
+    // Idle for the idle time: both are stopped.
+    assert_eq!(wait_for_actors(&server, 0, 5).await, 0);
+    // The next request starts a fresh actor, numbering where the stored petition left off.
+    let ack = resident.send_message(p.id, "again", "").await.unwrap();
+    assert_eq!(ack.seq, 4);
+    assert_eq!(server.county.petition_actor_count().await.unwrap(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_a_passivation_are_neither_lost_nor_misnumbered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_petition_idle(dir.path(), 1).await;
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let p = resident.submit_petition(petition("一")).await.unwrap();
+    // Requests about one idle time apart land just before, at, or just after the idle check.
+    let mut expected = 2;
+    for (i, gap_ms) in [0u64, 1000, 995, 1005, 990, 1010, 1000, 1020, 980]
+        .into_iter()
+        .enumerate()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(gap_ms)).await;
+        let ack = resident
+            .send_message(p.id, &format!("m{i}"), &format!("c{i}"))
+            .await
+            .unwrap();
+        expected += 1;
+        assert_eq!(ack.seq, expected, "message {i}");
+        assert!(!ack.duplicate);
+    }
+    let history = resident.get_history(p.id, 0, 100).await.unwrap();
+    let seqs: Vec<u64> = history.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=expected).collect::<Vec<_>>());
+    assert!(server.county.petition_actor_count().await.unwrap() <= 1);
+    server.stop().await;
+}

@@ -210,4 +210,6 @@ async fn health_readiness_and_metrics_share_the_websocket_port() {
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("lianxin_request_seconds"), "{metrics}");
     assert!(metrics.contains("lianxin_sessions"), "{metrics}");
+    // Counted from storage at each scrape: no petition yet, so no pending step.
+    assert!(metrics.contains("lianxin_pending_steps 0"), "{metrics}");
 }

@@ -237,3 +237,37 @@ async fn an_unanswered_petition_is_reassigned_to_another_on_duty_worker_when_con
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_started_only_to_fire_a_step_stops_right_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long idle time: only the supervision rule can stop the actor within the test.
+    let server = TestServer::start_with_petition_idle(dir.path(), 3600).await;
+    let t0 = START_MS;
+    let resident = server.sign_in("resident-01-1a", Wire::Json).await;
+    let p = resident.submit_petition(complaint()).await.unwrap();
+    let q = resident.submit_petition(complaint()).await.unwrap();
+    // q is in use: its actor stays after the step.
+    resident.send_message(q.id, "还在吗", "").await.unwrap();
+    assert_eq!(at(&server, t0, 11 * HOUR).await, 2, "two warnings");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut count = usize::MAX;
+    while std::time::Instant::now() < deadline {
+        count = server.county.petition_actor_count().await.unwrap();
+        if count == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count, 1, "only the actor of the petition in use is left");
+    // The stopped one fires its next step from a fresh actor, in order, once.
+    assert_eq!(at(&server, t0, 12 * HOUR).await, 2, "two reminders");
+    assert_eq!(
+        steps_in_history(&resident, p.id).await,
+        vec![
+            (StepKind::Warning, SupervisionLevel::Worker),
+            (StepKind::Reminder, SupervisionLevel::Worker)
+        ]
+    );
+    server.stop().await;
+}

@@ -21,12 +21,12 @@ use super::calendar::{CalendarError, DeadlineClock, OfficeCalendar};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LadderConfig {
-    /// Warn the worker this long before the deadline (none: no warning).
-    #[serde(with = "humantime_serde")]
+    /// Warn the worker this long before the deadline (`"off"`: no warning).
+    #[serde(with = "optional_duration")]
     pub warning_before: Option<Duration>,
     /// Hand the petition to another on-duty worker this long after the deadline (response ladder
-    /// only; none: never).
-    #[serde(with = "humantime_serde")]
+    /// only; `"off"`: never).
+    #[serde(with = "optional_duration")]
     pub reassign_after: Option<Duration>,
     /// Escalate to the grid head this long after the deadline.
     #[serde(with = "humantime_serde")]
@@ -37,6 +37,36 @@ pub struct LadderConfig {
     /// Escalate to the township's supervisors this long after the deadline.
     #[serde(with = "humantime_serde")]
     pub township_after: Duration,
+}
+
+/// An optional step offset: a human duration (`"30m"`), or `"off"` (also `"none"`, `"never"`) for
+/// no such step. TOML has no null, so a step that is on by default is turned off this way.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Words that mean "no such step".
+    const OFF: [&str; 3] = ["off", "none", "never"];
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => humantime_serde::serialize(d, s),
+            None => s.serialize_str(OFF[0]),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        match text.as_deref().map(str::trim) {
+            None => Ok(None),
+            Some(t) if OFF.iter().any(|w| w.eq_ignore_ascii_case(t)) => Ok(None),
+            Some(t) => humantime_serde::re::humantime::parse_duration(t)
+                .map(Some)
+                .map_err(D::Error::custom),
+        }
+    }
 }
 
 impl Default for LadderConfig {
@@ -550,5 +580,34 @@ mod tests {
             cfg.communities["7"].response_within,
             Duration::from_secs(24 * 3600)
         );
+    }
+
+    #[test]
+    fn a_step_is_turned_off_with_off_and_round_trips() {
+        let cfg: SupervisionConfig = toml::from_str(
+            r#"
+            [default.response_ladder]
+            warning_before = "off"
+            reassign_after = "90m"
+            [default.completion_ladder]
+            warning_before = "None"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.default.response_ladder.warning_before, None);
+        assert_eq!(
+            cfg.default.response_ladder.reassign_after,
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(cfg.default.completion_ladder.warning_before, None);
+        let policy = Policy::new(cfg.default.clone()).unwrap();
+        let steps = policy.ladder(DeadlineKind::Response, 1_000_000_000);
+        assert!(steps.iter().all(|s| s.step != StepKind::Warning));
+        assert_eq!(steps[0].step, StepKind::Reminder);
+        // Written back out and read again, "off" stays off.
+        let text = toml::to_string(&cfg).unwrap();
+        let again: SupervisionConfig = toml::from_str(&text).unwrap();
+        assert_eq!(again, cfg);
+        assert!(toml::from_str::<LadderConfig>("warning_before = \"soon\"").is_err());
     }
 }

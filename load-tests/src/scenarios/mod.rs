@@ -1,6 +1,7 @@
 //! The scenarios, and running one against a target (or against both the server and the bare
 //! relay) into a report.
 
+pub mod deadlines;
 pub mod idle;
 pub mod soak;
 pub mod steady;
@@ -18,6 +19,7 @@ use crate::net;
 use crate::procstat::{self, Sample, Sampler};
 use crate::progress;
 use crate::report::{self, Metric, Report};
+use crate::spawn::ServerSetup;
 use crate::target::{Kind, Target};
 
 /// What a scenario hands back.
@@ -131,7 +133,11 @@ pub async fn run_once(
     let wall = Instant::now();
     let started_at_unix = report::unix_now();
     let machine_before = procstat::read_machine();
-    let mut target = Target::start(common, kind).await?;
+    let setup = match command {
+        Command::Deadlines(a) => deadlines::server_setup(a),
+        _ => ServerSetup::default(),
+    };
+    let mut target = Target::start(common, kind, &setup).await?;
     let sampler = target
         .pid
         .map(|pid| Sampler::start(Some(pid), Duration::from_secs(1)));
@@ -149,6 +155,7 @@ pub async fn run_once(
         Command::Steady(a) => steady::run(&ctx, &a.shape()).await,
         Command::Storm(a) => storm::run(&ctx, a).await,
         Command::Soak(a) => soak::run(&ctx, &a.shape()).await,
+        Command::Deadlines(a) => deadlines::run(&ctx, a).await,
         Command::Relay(_) => Err(anyhow::anyhow!("the relay is not a scenario")),
     };
     let alive = target.check_alive();

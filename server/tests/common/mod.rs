@@ -47,6 +47,15 @@ impl TestServer {
         Self::start_with(test_config(dir)).await
     }
 
+    /// Starts with idle petition actors stopped after `secs` seconds.
+    pub async fn start_with_petition_idle(dir: &Path, secs: u64) -> TestServer {
+        Self::start_with(Config {
+            petition_idle_secs: secs,
+            ..test_config(dir)
+        })
+        .await
+    }
+
     pub async fn start_with(config: Config) -> TestServer {
         Self::start_at(config, START_MS).await
     }

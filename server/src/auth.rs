@@ -2,8 +2,8 @@
 //! sha-256, expiry and revocation. Password hashing runs on the blocking pool so that it never
 //! stalls the sessions sharing a runtime thread.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use lianxin_protocol::v1::Role;
 use lianxin_storage::{AccountRecord, SessionRecord, Store, StoreError};
@@ -41,23 +41,151 @@ pub struct NewSession {
     pub record: SessionRecord,
 }
 
+/// Password hashes computed at once at most; each holds one reusable argon2 work area (19 MiB
+/// with the default parameters), so hashing can neither take every core nor leave freed work
+/// areas behind in the allocator's per-thread arenas.
+const HASHERS: usize = 2;
+
+/// The reusable argon2 work areas, and a permit per area.
+struct HashPool {
+    permits: tokio::sync::Semaphore,
+    areas: parking_lot::Mutex<Vec<Vec<Block>>>,
+}
+
+fn pool() -> &'static HashPool {
+    static POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| HashPool {
+        permits: tokio::sync::Semaphore::new(HASHERS),
+        areas: parking_lot::Mutex::new(Vec::new()),
+    })
+}
+
+/// Runs `f` with a work area on the blocking pool, once one of the [`HASHERS`] permits is free.
+async fn with_work_area<T: Send + 'static>(
+    f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    let pool = pool();
+    let _permit = pool
+        .permits
+        .acquire()
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    let mut area = pool.areas.lock().pop().unwrap_or_default();
+    let (result, area) = tokio::task::spawn_blocking(move || {
+        let result = f(&mut area);
+        (result, area)
+    })
+    .await
+    .map_err(|e| AuthError::Hash(e.to_string()))?;
+    pool.areas.lock().push(area);
+    Ok(result)
+}
+
+/// Computes an argon2 hash into `out` in the given work area (grown to the parameters' size).
+fn argon2_into(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    area: &mut Vec<Block>,
+) -> Result<(), argon2::Error> {
+    let blocks = params.block_count();
+    if area.len() < blocks {
+        area.resize(blocks, Block::default());
+    }
+    argon2.hash_password_into_with_memory(password, salt, out, &mut area[..blocks])
+}
+
+/// Hashes a password with argon2id and a random salt into a PHC string, in `area`.
+fn hash_password_in(password: &str, area: &mut Vec<Block>) -> Result<String, AuthError> {
+    let fail = |e: &dyn std::fmt::Display| AuthError::Hash(e.to_string());
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let mut salt_bytes = [0u8; 64];
+    let salt_raw = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| fail(&e))?;
+    let params = Params::default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(
+        &argon2,
+        &params,
+        password.as_bytes(),
+        salt_raw,
+        &mut out,
+        area,
+    )
+    .map_err(|e| fail(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| fail(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks a password against a PHC string in `area`; a malformed stored hash never matches.
+fn verify_password_in(password: &str, phc: &str, area: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = parsed
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+        .unwrap_or_default();
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt_raw) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    if argon2_into(
+        &argon2,
+        &params,
+        password.as_bytes(),
+        salt_raw,
+        &mut out,
+        area,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    // `Output`'s equality runs in constant time.
+    Output::new(&out).is_ok_and(|got| got == expected)
+}
+
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Hash(e.to_string()))
+    hash_password_in(password, &mut Vec::new())
 }
 
 /// Checks a password against a PHC string; a malformed stored hash never matches.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
+    verify_password_in(password, phc, &mut Vec::new())
+}
+
+/// [`hash_password`] on the blocking pool, sharing the pooled work areas.
+pub async fn hash_password_pooled(password: String) -> Result<String, AuthError> {
+    with_work_area(move |area| hash_password_in(&password, area)).await?
+}
+
+/// [`verify_password`] on the blocking pool, sharing the pooled work areas.
+pub async fn verify_password_pooled(password: String, phc: String) -> Result<bool, AuthError> {
+    with_work_area(move |area| verify_password_in(&password, &phc, area)).await
 }
 
 /// The sha-256 of a token, the only form in which tokens are stored.
@@ -94,9 +222,7 @@ pub async fn sign_in(
         .as_ref()
         .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
     let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    let ok = verify_password_pooled(password, phc).await?;
     match account {
         Some(account) if ok && !account.disabled => {
             let session = start_session(store, account.id, device, now_ms, ttl_ms)?;
@@ -195,9 +321,7 @@ pub async fn register(
         return Err(AuthError::LoginTaken(login));
     }
     let password = r.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| AuthError::Hash(e.to_string()))??;
+    let password_hash = hash_password_pooled(password).await?;
     let account = AccountRecord {
         id: store.next_id()?,
         login,
@@ -230,6 +354,50 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn pooled_hashes_are_standard_argon2id_phc_strings() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        // Ours verify with the argon2 crate's own verifier...
+        let ours = hash_password("一二三四五六").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password("一二三四五六".as_bytes(), &parsed)
+                .is_ok()
+        );
+        // ...and hashes stored before the pool (the argon2 crate's) verify with ours.
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"lianxin-demo", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("lianxin-demo", &theirs));
+        assert!(!verify_password("lianxin-dem0", &theirs));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pooled_verification_shares_a_bounded_number_of_work_areas() {
+        let phc = hash_password_pooled("pw".into()).await.unwrap();
+        let checks: Vec<_> = (0..6)
+            .map(|i| {
+                let phc = phc.clone();
+                tokio::spawn(async move {
+                    let pw = if i % 2 == 0 { "pw" } else { "nope" };
+                    verify_password_pooled(pw.into(), phc).await.unwrap()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for c in checks {
+            results.push(c.await.unwrap());
+        }
+        assert_eq!(results, [true, false, true, false, true, false]);
+        assert!(
+            pool().areas.lock().len() <= HASHERS,
+            "never more work areas than hashers"
+        );
     }
 
     #[test]

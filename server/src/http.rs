@@ -71,7 +71,7 @@ async fn ws(
     // Small buffers: memory per idle connection is what lets one node hold many of them.
     upgrade
         .protocols([lianxin_protocol::SUBPROTOCOL])
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(4).max(256 * 1024))
         .max_message_size(limits.max_frame_bytes.saturating_mul(2))

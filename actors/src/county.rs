@@ -621,7 +621,9 @@ impl County {
         let petitions =
             self.store()
                 .petitions_of(who.caller.account_id, before_id, limit, |p| {
-                    states.is_empty() || states.contains(&p.state)
+                    // A petition that moved out of the caller's reach is no longer theirs to list.
+                    (states.is_empty() || states.contains(&p.state))
+                        && access::can_view(p, &who.caller)
                 })?;
         let next_before_id = if petitions.len() == limit {
             petitions.last().map_or(0, |p| p.id)

@@ -561,6 +561,18 @@ async fn transition(
         // A new round: its own deadlines, counted from the reopening.
         state.county.policy(p.community_id).start(&mut p);
     }
+    if p.community_id != before.community_id {
+        // Supervisors who followed it in the old community no longer see it: stop telling them.
+        let store = state.county.store();
+        let view = p.clone();
+        p.watcher_ids.retain(|id| {
+            store
+                .account(*id)
+                .ok()
+                .flatten()
+                .is_some_and(|a| access::can_view(&view, &crate::county::caller_of(&a).caller))
+        });
+    }
     refresh_next_step(&state.county, &mut p);
     let rating = t.rating.clone();
     let seq = p.last_seq + 1;

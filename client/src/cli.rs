@@ -19,8 +19,8 @@ use lianxin_protocol::{
     Wire,
     codec::encode_json,
     v1::{
-        Category, EscalatePetition, EscalationTarget, ListPetitions, PetitionPage, PetitionState,
-        RatingLevel, SubmitPetition, TransferPetition,
+        Category, Channel, EscalatePetition, EscalationTarget, ListPetitions, PetitionPage,
+        PetitionState, RatingLevel, SubmitPetition, TransferPetition,
     },
 };
 use serde::Serialize;
@@ -115,6 +115,17 @@ pub enum ClientCommand {
         /// The submission's id, so that a resend returns the same petition (default: generated).
         #[arg(long, value_name = "ID")]
         client_msg_id: Option<String>,
+        /// Staff: file it for this resident (who came in person or telephoned).
+        #[arg(long, value_name = "RESIDENT_ID")]
+        on_behalf_of: Option<u64>,
+        /// Staff filing for a resident: how the resident came.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "in-person",
+            requires = "on_behalf_of"
+        )]
+        channel: ChannelArg,
         /// The first message.
         text: String,
     },
@@ -271,6 +282,24 @@ pub enum ReportFormat {
     Csv,
     /// One line of proto3 JSON.
     Json,
+}
+
+/// How a resident came to staff who file a petition for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChannelArg {
+    /// At the office.
+    InPerson,
+    /// By telephone.
+    Phone,
+}
+
+impl From<ChannelArg> for Channel {
+    fn from(c: ChannelArg) -> Self {
+        match c {
+            ChannelArg::InPerson => Channel::InPerson,
+            ChannelArg::Phone => Channel::Phone,
+        }
+    }
 }
 
 /// A rating as written on the command line.
@@ -524,6 +553,8 @@ async fn execute<W: Write + Send>(
             title,
             worker,
             client_msg_id,
+            on_behalf_of,
+            channel,
             text,
         } => {
             let submit = SubmitPetition {
@@ -532,7 +563,12 @@ async fn execute<W: Write + Send>(
                 text,
                 worker_id: worker.unwrap_or(0),
                 client_msg_id: client_msg_id.unwrap_or_else(generated_msg_id),
-                ..SubmitPetition::default()
+                on_behalf_of: on_behalf_of.unwrap_or(0),
+                channel: if on_behalf_of.is_some() {
+                    Channel::from(channel) as i32
+                } else {
+                    0
+                },
             };
             emit_json(out, &client.submit_petition(submit).await?)
         }
@@ -766,6 +802,7 @@ mod tests {
                 worker,
                 client_msg_id,
                 text,
+                ..
             } => {
                 assert_eq!(category, CategoryArg::RequestForHelp);
                 assert_eq!(title, "Broken lift");
@@ -776,6 +813,54 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(parse(&["submit", "--category", "gossip", "--title", "t", "x"]).is_err());
+        let filed = parse(&[
+            "submit",
+            "--category",
+            "complaint",
+            "--title",
+            "t",
+            "--on-behalf-of",
+            "9",
+            "--channel",
+            "phone",
+            "x",
+        ])?;
+        assert!(matches!(
+            filed.cmd,
+            ClientCommand::Submit {
+                on_behalf_of: Some(9),
+                channel: ChannelArg::Phone,
+                ..
+            }
+        ));
+        assert!(
+            parse(&[
+                "submit",
+                "--category",
+                "complaint",
+                "--title",
+                "t",
+                "--channel",
+                "phone",
+                "x"
+            ])
+            .is_err(),
+            "a channel only for petitions filed for a resident"
+        );
+        let rate = parse(&["rate", "5", "dissatisfied", "--comment", "没修好"])?;
+        assert!(matches!(
+            rate.cmd,
+            ClientCommand::Rate {
+                petition_id: 5,
+                level: RatingArg::Dissatisfied,
+                by_phone: false,
+                ..
+            }
+        ));
+        let points = parse(&["points", "7", "-1.5", "--reason", "迟到"])?;
+        assert!(
+            matches!(points.cmd, ClientCommand::Points { worker_id: 7, points, .. } if points == -1.5)
+        );
         Ok(())
     }
 

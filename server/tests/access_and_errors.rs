@@ -536,3 +536,54 @@ async fn requests_racing_a_passivation_are_neither_lost_nor_misnumbered() {
     assert!(server.county.petition_actor_count().await.unwrap() <= 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_lose_a_petition_that_moves_to_another_community() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let worker_id = server.account_id("worker-01-1a");
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let worker = server.sign_in("worker-01-1a", Wire::Binary).await;
+    let mut sup = server.sign_in("sup-01", Wire::Binary).await;
+    let p = resident
+        .submit_petition(complaint(worker_id, "这事归隔壁社区管"))
+        .await
+        .unwrap();
+    // The supervisor opens it and so follows it.
+    sup.get_petition(p.id).await.unwrap();
+    sup.subscribe(0).await.unwrap();
+    let far_grid = server
+        .county
+        .store()
+        .grids()
+        .unwrap()
+        .into_iter()
+        .find(|g| g.community_id != p.community_id)
+        .unwrap();
+    worker
+        .transfer(TransferPetition {
+            petition_id: p.id,
+            to_grid_id: far_grid.id,
+            reason: "不在本社区辖区".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The transfer itself still reaches the old community's supervisor ...
+    expect_event(&mut sup, "the transfer", |e| {
+        entry_added(e).is_some_and(|a| a.entry.as_ref().is_some_and(|x| x.petition_id == p.id))
+    })
+    .await;
+    // ... but nothing after it, and the petition leaves their lists.
+    resident.send_message(p.id, "谢谢", "after").await.unwrap();
+    let later = drain_events(&mut sup, std::time::Duration::from_millis(300)).await;
+    assert!(
+        later.iter().all(|e| entry_added(e)
+            .is_none_or(|a| a.entry.as_ref().is_none_or(|x| x.petition_id != p.id))),
+        "no events of a petition the supervisor can no longer see: {later:?}"
+    );
+    let listed = sup.list_petitions(Default::default()).await.unwrap();
+    assert!(listed.petitions.iter().all(|x| x.id != p.id));
+    assert_eq!(code_of(sup.get_petition(p.id).await), ErrorCode::NotFound);
+    server.stop().await;
+}

@@ -103,7 +103,7 @@ pub enum PetitionError {
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
     /// The petition's state does not allow the command.
-    #[error("cannot {action:?} a petition that is {from:?}")]
+    #[error("cannot {} a petition that is {}", action_word(*.action), state_word(*.from))]
     IllegalTransition {
         /// The petition's state.
         from: PetitionState,
@@ -113,6 +113,31 @@ pub enum PetitionError {
     /// An argument of the command is missing or wrong.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+}
+
+/// The verb of an action, for error messages ("send a message to" for a plain message).
+fn action_word(action: Action) -> &'static str {
+    match action {
+        Action::Unspecified => "send a message to",
+        Action::Submit => "submit",
+        Action::Respond => "respond to",
+        Action::Transfer => "transfer",
+        Action::Escalate => "escalate",
+        Action::Resolve => "resolve",
+        Action::Close => "close",
+        Action::Withdraw => "withdraw",
+        Action::Rate => "rate",
+        Action::Reopen => "reopen",
+        Action::CloseUnrated => "close as unrated",
+    }
+}
+
+/// A state in words, for error messages ("closed").
+fn state_word(state: PetitionState) -> String {
+    state
+        .as_str_name()
+        .trim_start_matches("PETITION_STATE_")
+        .to_lowercase()
 }
 
 /// Whether a petition in `state` still accepts messages and changes (not Closed or Withdrawn).
@@ -1144,7 +1169,7 @@ mod tests {
         assert_eq!(e, illegal(PetitionState::Closed, Action::Unspecified));
         assert_eq!(
             e.to_string(),
-            "cannot Unspecified a petition that is Closed"
+            "cannot send a message to a petition that is closed"
         );
     }
 
@@ -1393,7 +1418,7 @@ mod tests {
         );
         assert_eq!(
             illegal(PetitionState::Submitted, Action::Resolve).to_string(),
-            "cannot Resolve a petition that is Submitted"
+            "cannot resolve a petition that is submitted"
         );
     }
 

@@ -58,10 +58,11 @@ async fn ws(
             .unwrap_or_default();
         let now = app.county.clock().now_ms();
         match auth::authenticate(app.county.store(), token, now) {
-            Ok((account, token_hash, _)) => {
+            Ok((account, token_hash, session)) => {
                 pre = Some(PreAuth {
                     account,
                     token_hash,
+                    expires_at_ms: session.expires_at_ms,
                 })
             }
             Err(_) => return (StatusCode::UNAUTHORIZED, "bad or expired token\n").into_response(),

@@ -47,6 +47,8 @@ pub mod close {
     pub const IDLE_TIMEOUT: u16 = 4002;
     /// The session was revoked (signed out everywhere).
     pub const REVOKED: u16 = 4003;
+    /// The session token expired.
+    pub const EXPIRED: u16 = 4004;
     /// The client did not read its frames fast enough.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// A frame or message larger than twice the frame limit.
@@ -95,6 +97,8 @@ struct Authed {
     caller: CallerInfo,
     /// The session token's hash (for sign-out).
     token_hash: [u8; 32],
+    /// When the session token expires; the connection ends then.
+    expires_at_ms: i64,
     /// Live pushes from the hub.
     registration: Registration,
 }
@@ -133,6 +137,8 @@ pub struct PreAuth {
     pub account: AccountRecord,
     /// Its session's token hash.
     pub token_hash: [u8; 32],
+    /// When the session token expires.
+    pub expires_at_ms: i64,
 }
 
 /// Runs one connection to its end.
@@ -152,7 +158,7 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
             board: None,
         };
         if let Some(pre) = pre {
-            session.sign_in_as(pre.account, pre.token_hash);
+            session.sign_in_as(pre.account, pre.token_hash, pre.expires_at_ms);
         }
         let ending = session.serve().await;
         session.finish(ending).await;
@@ -172,7 +178,7 @@ impl Session {
         &self.app.config.limits
     }
 
-    fn sign_in_as(&mut self, account: AccountRecord, token_hash: [u8; 32]) {
+    fn sign_in_as(&mut self, account: AccountRecord, token_hash: [u8; 32], expires_at_ms: i64) {
         tracing::Span::current().record("account", account.id);
         let registration = self
             .app
@@ -184,6 +190,7 @@ impl Session {
             caller: caller_of(&account),
             account,
             token_hash,
+            expires_at_ms,
             registration,
         });
     }
@@ -256,6 +263,9 @@ impl Session {
                 _ = ping.tick() => {
                     if self.last_seen.elapsed() > secs(self.limits().idle_timeout_secs) {
                         return Some(Ending { code: close::IDLE_TIMEOUT, reason: "idle timeout" });
+                    }
+                    if self.expired(self.app.county.clock().now_ms()) {
+                        return Some(Ending { code: close::EXPIRED, reason: "session expired" });
                     }
                     if let Err(e) = self.send(Message::Ping(Bytes::new())).await {
                         return e;
@@ -346,6 +356,13 @@ impl Session {
         }
     }
 
+    /// Whether the signed-in session's token has expired.
+    fn expired(&self, now_ms: i64) -> bool {
+        self.authed
+            .as_ref()
+            .is_some_and(|a| a.expires_at_ms <= now_ms)
+    }
+
     /// This session's id (its hub registration), 0 before sign-in.
     fn session_id(&self) -> u64 {
         self.authed.as_ref().map_or(0, |a| a.registration.id)
@@ -361,6 +378,16 @@ impl Session {
     async fn dispatch(&mut self, request: Request) -> Result<R, Refusal> {
         let county = self.app.county.clone();
         let now = county.clock().now_ms();
+        if self.expired(now) {
+            self.ending = Some(Ending {
+                code: close::EXPIRED,
+                reason: "session expired",
+            });
+            return Err(Refusal::new(
+                ErrorCode::Unauthenticated,
+                "the session expired: sign in again",
+            ));
+        }
         let ttl_ms = i64::try_from(self.limits().session_ttl().as_millis()).unwrap_or(i64::MAX);
         match request {
             Request::Ping(_) => Ok(R::Pong(Pong {
@@ -382,7 +409,7 @@ impl Session {
                     expires_at_ms: session.record.expires_at_ms,
                     account: Some(account.public()),
                 };
-                self.sign_in_as(account, session.token_hash);
+                self.sign_in_as(account, session.token_hash, session.record.expires_at_ms);
                 Ok(R::SignedIn(reply))
             }
             Request::Register(r) => {
@@ -406,7 +433,7 @@ impl Session {
                     expires_at_ms: session.record.expires_at_ms,
                     account: Some(account.public()),
                 };
-                self.sign_in_as(account, session.token_hash);
+                self.sign_in_as(account, session.token_hash, session.record.expires_at_ms);
                 Ok(R::SignedIn(reply))
             }
             Request::Authenticate(a) => {
@@ -417,7 +444,7 @@ impl Session {
                     expires_at_ms: session.expires_at_ms,
                     account: Some(account.public()),
                 };
-                self.sign_in_as(account, hash);
+                self.sign_in_as(account, hash, session.expires_at_ms);
                 Ok(R::SignedIn(reply))
             }
             Request::LookupAddress(l) => Ok(R::Grid(county.lookup_address(&l.address).await?)),

@@ -587,3 +587,27 @@ async fn supervisors_lose_a_petition_that_moves_to_another_community() {
     assert_eq!(code_of(sup.get_petition(p.id).await), ErrorCode::NotFound);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_ends_when_its_session_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    resident.ping().await.unwrap();
+    // 30 days (the default token lifetime) later, the next request is refused and the
+    // connection closes with 4004.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(code_of(resident.my_grid().await), ErrorCode::Unauthenticated);
+    let wait = async {
+        while !resident.is_closed() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        .await
+        .expect("the connection closes");
+    assert_eq!(resident.close_reason().map(|(code, _)| code), Some(4004));
+    server.stop().await;
+}

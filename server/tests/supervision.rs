@@ -157,7 +157,8 @@ async fn half_a_day_brings_a_reminder_then_the_ladder_until_the_worker_answers()
         1,
         "resolved: no more ladder, only the closing of the unrated petition after 7 days"
     );
-    let closed = resident.get_petition(p.id).await.unwrap().petition.unwrap();
+    // (Read from storage: 30 days on, the resident's session token has expired.)
+    let closed = server.county.store().petition(p.id).unwrap().unwrap();
     assert_eq!(closed.state(), lianxin_client::v1::PetitionState::Closed);
     assert!(closed.ratings.is_empty());
     assert_eq!(server.county.store().pending_step_count(), 0);

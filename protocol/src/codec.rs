@@ -3,7 +3,10 @@
 //! Binary WebSocket frames carry protobuf; text frames carry the proto3 JSON mapping of the same
 //! messages. Decoding never panics: every failure is a [`DecodeError`].
 
-use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use prost::{Message, Name};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::v1::ErrorCode;
@@ -46,6 +49,15 @@ pub enum DecodeError {
     /// A text frame whose payload is not UTF-8.
     #[error("text frame is not valid UTF-8")]
     InvalidUtf8,
+    /// Well-formed JSON naming a top-level field (for a `ClientFrame`: a request) that this
+    /// version does not know.
+    #[error("unknown request {name:?}")]
+    UnknownField {
+        /// The frame's `id`, when it could be read.
+        id: u64,
+        /// The unknown field's name.
+        name: String,
+    },
 }
 
 impl DecodeError {
@@ -53,9 +65,58 @@ impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            DecodeError::UnknownField { .. } => ErrorCode::UnknownRequest,
             _ => ErrorCode::BadFrame,
         }
     }
+
+    /// The id of the frame that failed, when it could be read (else 0).
+    pub fn request_id(&self) -> u64 {
+        match self {
+            DecodeError::UnknownField { id, .. } => *id,
+            _ => 0,
+        }
+    }
+}
+
+/// The JSON field names (and proto names) of each message, from the compiled descriptors.
+fn known_fields(full_name: &str) -> Option<&'static HashSet<String>> {
+    static FIELDS: OnceLock<HashMap<String, HashSet<String>>> = OnceLock::new();
+    FIELDS
+        .get_or_init(|| {
+            let mut map = HashMap::new();
+            let Ok(set) = prost_types::FileDescriptorSet::decode(crate::DESCRIPTOR_SET) else {
+                return map;
+            };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for message in file.message_type {
+                    let name = format!("{package}.{}", message.name.unwrap_or_default());
+                    let fields = message
+                        .field
+                        .into_iter()
+                        .flat_map(|f| [f.json_name, f.name].into_iter().flatten())
+                        .collect();
+                    map.insert(name, fields);
+                }
+            }
+            map
+        })
+        .get(full_name)
+}
+
+/// After a failed decode: a well-formed JSON object with an unknown top-level field.
+fn unknown_field<M: Name>(text: &str) -> Option<DecodeError> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let object = value.as_object()?;
+    let known = known_fields(&M::full_name())?;
+    let name = object.keys().find(|k| !known.contains(k.as_str()))?.clone();
+    let id = match object.get("id") {
+        Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    };
+    Some(DecodeError::UnknownField { id, name })
 }
 
 fn check_size(size: usize, limit: usize) -> Result<(), DecodeError> {
@@ -73,19 +134,19 @@ pub fn decode_binary<M: Message + Default>(bytes: &[u8], limit: usize) -> Result
 }
 
 /// Decodes a message from the JSON of a text frame of at most `limit` bytes.
-pub fn decode_json<M: DeserializeOwned>(text: &str, limit: usize) -> Result<M, DecodeError> {
+pub fn decode_json<M: DeserializeOwned + Name>(text: &str, limit: usize) -> Result<M, DecodeError> {
     check_size(text.len(), limit)?;
-    Ok(serde_json::from_str(text)?)
+    serde_json::from_str(text).map_err(|e| unknown_field::<M>(text).unwrap_or(DecodeError::Json(e)))
 }
 
 /// Decodes a text frame's raw payload, which may not be UTF-8.
-pub fn decode_json_bytes<M: DeserializeOwned>(
+pub fn decode_json_bytes<M: DeserializeOwned + Name>(
     bytes: &[u8],
     limit: usize,
 ) -> Result<M, DecodeError> {
     check_size(bytes.len(), limit)?;
     let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
-    Ok(serde_json::from_str(text)?)
+    decode_json(text, limit)
 }
 
 /// Encodes a message as protobuf bytes.
@@ -109,7 +170,7 @@ pub fn encode<M: Message + Serialize>(message: &M, wire: Wire) -> Encoded {
 }
 
 /// Decodes a message from a frame's payload in the given wire form.
-pub fn decode<M: Message + Default + DeserializeOwned>(
+pub fn decode<M: Message + Default + DeserializeOwned + Name>(
     payload: &[u8],
     wire: Wire,
     limit: usize,

@@ -320,7 +320,7 @@ impl Session {
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable frame");
                 metrics::counter!("lianxin_bad_frames_total").increment(1);
-                reply::error(0, e.code(), e.to_string())
+                reply::error(e.request_id(), e.code(), e.to_string())
             }
         };
         self.send_frame(&reply, wire).await?;

@@ -217,6 +217,16 @@ async fn malformed_frames_get_typed_errors_and_hurt_nobody() {
         .send_raw_for_reply(Message::Binary(unknown.into()), 5)
         .await;
     assert_eq!(code(r), ErrorCode::UnknownRequest);
+    // The same in JSON: a request name this server does not know, answered with its id; an
+    // unknown field inside a known request stays a bad frame.
+    let r = json
+        .send_raw_for_reply(Message::Text(r#"{"id":"6","teleport":{}}"#.into()), 6)
+        .await;
+    assert_eq!(code(r), ErrorCode::UnknownRequest);
+    let r = json
+        .send_raw_for_reply(Message::Text(r#"{"id":"7","ping":{"loud":true}}"#.into()), 0)
+        .await;
+    assert_eq!(code(r), ErrorCode::BadFrame);
     // One byte over the frame limit: a typed error, the connection stays.
     let limit = lianxin_server::config::Limits::default().max_frame_bytes;
     let r = bin
@@ -599,7 +609,10 @@ async fn a_connection_ends_when_its_session_token_expires() {
     server
         .clock
         .advance(std::time::Duration::from_secs(30 * 24 * 3600));
-    assert_eq!(code_of(resident.my_grid().await), ErrorCode::Unauthenticated);
+    assert_eq!(
+        code_of(resident.my_grid().await),
+        ErrorCode::Unauthenticated
+    );
     let wait = async {
         while !resident.is_closed() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -91,7 +91,7 @@ fn wire_name(wire: Wire) -> &'static str {
 /// Benchmarks encode and decode of `frame` in both wire forms, one frame per iteration.
 fn bench_frame<M>(c: &mut Criterion, name: &str, frame: &M)
 where
-    M: Message + Serialize + DeserializeOwned + Default + PartialEq,
+    M: Message + Serialize + DeserializeOwned + Default + PartialEq + prost::Name,
 {
     let mut group = c.benchmark_group(format!("codec/{name}"));
     group.throughput(Throughput::Elements(1));

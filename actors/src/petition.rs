@@ -367,21 +367,16 @@ async fn store_and_publish(
     commit: Commit,
 ) -> DomainResult<Result<(), Vec<u8>>> {
     let county = state.county.clone();
-    let store = county.store();
-    // sled's transaction blocks while it writes memory pages; it does not wait for the disk.
-    let result = store.commit(&commit)?;
-    match result {
+    let petition = commit.petition.clone();
+    // The storage writer applies it with the other commits queued meanwhile and answers after
+    // their shared flush; a duplicate is answered after that flush too (its original is on disk).
+    match county.store().commit_durable(commit).await? {
         CommitResult::Done(items) => {
-            state.petition = commit.petition;
-            store.durable().await?;
+            state.petition = petition;
             county.publish(&state.petition, &items);
             Ok(Ok(()))
         }
-        CommitResult::Duplicate(ack) => {
-            // The original may not be on disk yet if its flush failed; make sure before re-acking.
-            store.durable().await?;
-            Ok(Err(ack))
-        }
+        CommitResult::Duplicate(ack) => Ok(Err(ack)),
     }
 }
 

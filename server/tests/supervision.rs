@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::*;
 use lianxin_client::Wire;
 use lianxin_client::v1::{
-    Category, Entry, StepKind, SubmitPetition, SupervisionLevel, SupervisionNotice, entry,
+    Category, Entry, PetitionState, StepKind, SubmitPetition, SupervisionLevel, SupervisionNotice,
+    entry,
 };
 
 const MIN: Duration = Duration::from_secs(60);
@@ -152,10 +153,21 @@ async fn half_a_day_brings_a_reminder_then_the_ladder_until_the_worker_answers()
         .resolve(p.id, "垃圾已清运，已联系物业每日清运")
         .await
         .unwrap();
+    // Resolved: the ladders stop; only the unrated close (7 days after resolving) is left.
     assert_eq!(
         at(&server, t0, 30 * 24 * HOUR).await,
+        1,
+        "resolved: only the unrated close"
+    );
+    let detail = resident.get_petition(p.id).await.unwrap();
+    assert_eq!(
+        detail.petition.as_ref().unwrap().state(),
+        PetitionState::Closed
+    );
+    assert_eq!(
+        at(&server, t0, 60 * 24 * HOUR).await,
         0,
-        "resolved: nothing more"
+        "closed: nothing more"
     );
     assert_eq!(server.county.store().pending_step_count(), 0);
     server.stop().await;

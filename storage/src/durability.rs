@@ -99,7 +99,7 @@ pub(crate) struct Writer {
 
 fn gone() -> StoreError {
     StoreError::Engine(sled::Error::Io(std::io::Error::other(
-        "the storage writer has stopped",
+        "the storage writer did not answer (stopped, or failed on this group)",
     )))
 }
 
@@ -182,7 +182,15 @@ impl WriterThread {
                     Err(_) => break,
                 }
             }
-            self.group(&mut jobs);
+            let served =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.group(&mut jobs)));
+            if served.is_err() {
+                // A bug, not an I/O error: the group's callers get an error (their answer
+                // channels are dropped), what the cache staged is forgotten, the writer goes on.
+                tracing::error!("the storage writer panicked in a group commit");
+                self.cache.forget();
+                jobs.clear();
+            }
         }
         tracing::debug!("storage writer stopped");
     }

@@ -145,6 +145,8 @@ pub(crate) struct WriterCache {
     heads: HashMap<u64, u64>,
     /// petition id → its stored (or staged) index keys and known participants.
     petitions: HashMap<u64, Known>,
+    /// Reused to encode values.
+    scratch: Vec<u8>,
 }
 
 /// A group of commits staged into one batch.
@@ -202,26 +204,29 @@ fn stored_facts(tree: &sled::Tree, id: u64) -> Result<Option<Facts>> {
     }
 }
 
+/// A message encoded into `scratch` (reused between values) and copied into a stored value.
+fn stored(scratch: &mut Vec<u8>, message: &impl Message) -> sled::IVec {
+    scratch.clear();
+    match message.encode(scratch) {
+        Ok(()) => sled::IVec::from(&scratch[..]),
+        // A Vec grows as needed, so this does not happen; encode afresh if it ever did.
+        Err(_) => sled::IVec::from(message.encode_to_vec()),
+    }
+}
+
 /// An encoded `Event`: its cursor and time, then its kind, already encoded (protobuf fields may
 /// be concatenated, so the kind is encoded once per commit and shared by every recipient).
-fn event_bytes(cursor: u64, at_ms: i64, kind: &[u8]) -> Vec<u8> {
+fn stored_event(scratch: &mut Vec<u8>, cursor: u64, at_ms: i64, kind: &[u8]) -> sled::IVec {
     use prost::encoding::{int64, uint64};
-    let mut len = kind.len();
+    scratch.clear();
     if cursor != 0 {
-        len += uint64::encoded_len(1, &cursor);
+        uint64::encode(1, &cursor, scratch);
     }
     if at_ms != 0 {
-        len += int64::encoded_len(2, &at_ms);
+        int64::encode(2, &at_ms, scratch);
     }
-    let mut bytes = Vec::with_capacity(len);
-    if cursor != 0 {
-        uint64::encode(1, &cursor, &mut bytes);
-    }
-    if at_ms != 0 {
-        int64::encode(2, &at_ms, &mut bytes);
-    }
-    bytes.extend_from_slice(kind);
-    bytes
+    scratch.extend_from_slice(kind);
+    sled::IVec::from(&scratch[..])
 }
 
 impl WriterCache {
@@ -291,9 +296,10 @@ impl WriterCache {
         }
 
         // Writes: from here on nothing fails.
-        g.put(&pkey1(ks::PETITION, p.id), p.encode_to_vec());
+        let scratch = &mut self.scratch;
+        g.put(&pkey1(ks::PETITION, p.id), stored(scratch, p));
         for e in &c.entries {
-            g.put(&pkey2(ks::ENTRY, p.id, e.seq), e.encode_to_vec());
+            g.put(&pkey2(ks::ENTRY, p.id, e.seq), stored(scratch, e));
             // Every state change, rating, transfer, escalation and supervision step goes to the
             // audit log.
             if matches!(
@@ -302,7 +308,7 @@ impl WriterCache {
             ) {
                 g.put(
                     &pkey3(ks::AUDIT, e.at_ms.max(0) as u64, p.id, e.seq),
-                    audit_record(p, e).encode_to_vec(),
+                    stored(scratch, &audit_record(p, e)),
                 );
             }
         }
@@ -340,7 +346,7 @@ impl WriterCache {
         if let Some(mark) = &c.read_mark {
             g.put(
                 &pkey2(ks::READMARK, mark.petition_id, mark.reader_id),
-                mark.encode_to_vec(),
+                stored(scratch, mark),
             );
         }
         // Each distinct event kind is encoded once, however many feeds it goes to.
@@ -364,7 +370,7 @@ impl WriterCache {
             }
             head.1 += 1;
             let cursor = head.1;
-            let value = sled::IVec::from(event_bytes(cursor, c.at_ms, &kinds[at].1));
+            let value = stored_event(scratch, cursor, c.at_ms, &kinds[at].1);
             g.put(&pkey2(ks::FEED, *account, cursor), value.clone());
             items.push(FeedItem {
                 account_id: *account,

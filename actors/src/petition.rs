@@ -370,13 +370,21 @@ async fn store_and_publish(
     let petition = commit.petition.clone();
     // The storage writer applies it with the other commits queued meanwhile and answers after
     // their shared flush; a duplicate is answered after that flush too (its original is on disk).
-    match county.store().commit_durable(commit).await? {
-        CommitResult::Done(items) => {
+    match county.store().commit_durable(commit).await {
+        Ok(CommitResult::Done(items)) => {
             state.petition = petition;
             county.publish(&state.petition, &items);
             Ok(Ok(()))
         }
-        CommitResult::Duplicate(ack) => Ok(Err(ack)),
+        Ok(CommitResult::Duplicate(ack)) => Ok(Err(ack)),
+        Err(e) => {
+            // A failed flush leaves the commit applied in memory: follow what storage holds, so
+            // that the next commit does not reuse its sequence numbers.
+            if let Ok(Some(stored)) = county.store().petition(state.petition.id) {
+                state.petition = stored;
+            }
+            Err(e.into())
+        }
     }
 }
 

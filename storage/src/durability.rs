@@ -266,4 +266,24 @@ mod tests {
         }
         assert_eq!(store.meta_get("k49").unwrap(), Some(b"v".to_vec()));
     }
+
+    #[test]
+    fn readers_see_a_feed_only_up_to_its_floor_until_the_flush() {
+        use lianxin_protocol::v1::{ReadReceipt, event};
+        let store = Store::temporary().unwrap();
+        let receipt = event::Kind::ReadReceipt(ReadReceipt::default());
+        let c = crate::Commit {
+            feed: vec![(100, receipt.clone()), (100, receipt)],
+            ..Default::default()
+        };
+        store.commit(&c).unwrap();
+        assert_eq!(store.feed_head(100).unwrap(), 2);
+        // As while a group extending the feed from cursor 1 is applied but not yet flushed.
+        store.writer.floors().raise(&[(100, 1)]);
+        assert_eq!(store.feed_head(100).unwrap(), 1);
+        assert_eq!(store.feed_after(100, 0, 10).unwrap().len(), 1);
+        assert_eq!(store.feed_after(200, 0, 10).unwrap().len(), 0);
+        store.writer.floors().clear();
+        assert_eq!(store.feed_after(100, 0, 10).unwrap().len(), 2);
+    }
 }

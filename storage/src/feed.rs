@@ -43,10 +43,10 @@ impl Store {
         let end = pkey2(ks::FEED, account_id, u64::MAX);
         let mut out: Vec<StoredEvent> = Vec::new();
         let scan = self.keyspace().range(start..=end).take(limit);
-        for (expected, item) in (after_cursor.saturating_add(1)..).zip(scan) {
+        for (i, item) in (1u64..).zip(scan) {
             let (k, v) = item?;
             let cursor = pkey_u64(&k, 1)?;
-            if cursor != expected {
+            if after_cursor.checked_add(i) != Some(cursor) {
                 // Cursors are dense, so a hole is a group being applied right now; what follows
                 // it is read next time.
                 break;
@@ -61,5 +61,49 @@ impl Store {
             out.retain(|e| e.cursor <= floor);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use lianxin_protocol::v1::{ReadReceipt, event};
+
+    use crate::trees::{ks, pkey2};
+    use crate::{Commit, Store};
+
+    /// A store whose account 100 has events 1 and 2, and a stray event 4 (a hole at 3).
+    fn feed_with_a_hole() -> Store {
+        let store = Store::temporary().unwrap();
+        let receipt = event::Kind::ReadReceipt(ReadReceipt::default());
+        let c = Commit {
+            feed: vec![(100, receipt.clone()), (100, receipt)],
+            ..Default::default()
+        };
+        store.commit(&c).unwrap();
+        store
+            .keyspace()
+            .insert(pkey2(ks::FEED, 100, 4), &b"stray"[..])
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn a_reader_stops_at_the_first_missing_cursor() {
+        let store = feed_with_a_hole();
+        let cursors = |after| -> Vec<u64> {
+            store
+                .feed_after(100, after, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.cursor)
+                .collect()
+        };
+        assert_eq!(cursors(0), [1, 2]);
+        assert_eq!(cursors(1), [2]);
+        assert!(cursors(2).is_empty());
+        assert_eq!(cursors(3), [4]);
+        assert!(cursors(u64::MAX - 1).is_empty());
+        assert!(cursors(u64::MAX).is_empty());
     }
 }

@@ -502,17 +502,16 @@ async fn submit(
             ack: id.to_be_bytes().to_vec(),
         }),
     };
-    match store.commit(&commit)? {
+    // Answered once on disk (a duplicate's original too).
+    match store.commit_durable(commit).await? {
         CommitResult::Done(items) => {
-            store.durable().await?;
-            county.publish(&commit.petition, &items);
+            county.publish(&p, &items);
             metrics::counter!("lianxin_petitions_submitted_total").increment(1);
             tracing::info!(petition = id, assignee, "petition submitted");
             Ok(p)
         }
         CommitResult::Duplicate(ack) => {
             let id = lianxin_storage::trees::decode_u64(&ack)?;
-            store.durable().await?;
             store
                 .petition(id)?
                 .ok_or_else(|| DomainError::no_petition(id))

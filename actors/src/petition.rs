@@ -430,20 +430,23 @@ async fn store_and_publish(
     commit: Commit,
 ) -> DomainResult<Result<(), Vec<u8>>> {
     let county = state.county.clone();
-    let store = county.store();
-    // sled's transaction blocks while it writes memory pages; it does not wait for the disk.
-    let result = store.commit(&commit)?;
-    match result {
-        CommitResult::Done(items) => {
-            state.petition = commit.petition;
-            store.durable().await?;
+    let petition = commit.petition.clone();
+    // The storage writer applies it with the other commits queued meanwhile and answers after
+    // their shared flush; a duplicate is answered after that flush too (its original is on disk).
+    match county.store().commit_durable(commit).await {
+        Ok(CommitResult::Done(items)) => {
+            state.petition = petition;
             county.publish(&state.petition, &items);
             Ok(Ok(()))
         }
-        CommitResult::Duplicate(ack) => {
-            // The original may not be on disk yet if its flush failed; make sure before re-acking.
-            store.durable().await?;
-            Ok(Err(ack))
+        Ok(CommitResult::Duplicate(ack)) => Ok(Err(ack)),
+        Err(e) => {
+            // A failed flush leaves the commit applied in memory: follow what storage holds, so
+            // that the next commit does not reuse its sequence numbers.
+            if let Ok(Some(stored)) = county.store().petition(state.petition.id) {
+                state.petition = stored;
+            }
+            Err(e.into())
         }
     }
 }

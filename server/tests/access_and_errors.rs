@@ -224,7 +224,10 @@ async fn malformed_frames_get_typed_errors_and_hurt_nobody() {
         .await;
     assert_eq!(code(r), ErrorCode::UnknownRequest);
     let r = json
-        .send_raw_for_reply(Message::Text(r#"{"id":"7","ping":{"loud":true}}"#.into()), 0)
+        .send_raw_for_reply(
+            Message::Text(r#"{"id":"7","ping":{"loud":true}}"#.into()),
+            0,
+        )
         .await;
     assert_eq!(code(r), ErrorCode::BadFrame);
     // One byte over the frame limit: a typed error, the connection stays.

@@ -152,10 +152,16 @@ async fn half_a_day_brings_a_reminder_then_the_ladder_until_the_worker_answers()
         .resolve(p.id, "垃圾已清运，已联系物业每日清运")
         .await
         .unwrap();
+    // Resolved: the ladders stop; only the unrated close (7 days after resolving) is left.
     assert_eq!(
         at(&server, t0, 30 * 24 * HOUR).await,
         1,
         "resolved: no more ladder, only the closing of the unrated petition after 7 days"
+    );
+    assert_eq!(
+        at(&server, t0, 60 * 24 * HOUR).await,
+        0,
+        "closed: nothing more"
     );
     // (Read from storage: 30 days on, the resident's session token has expired.)
     let closed = server.county.store().petition(p.id).unwrap().unwrap();

@@ -1,19 +1,21 @@
 //! Storage benchmarks: the message append with its real flush policy, and the two hot reads.
 //!
 //! - `storage/append/commit_durable/N`: N committers (tokio tasks, one per petition, as the
-//!   petition actors are) each append messages one after the other: [`Store::commit`] of the same
-//!   [`Commit`] a message makes in `actors/src/petition.rs` (petition record update, one text
-//!   entry, an `EntryAdded` feed event for each of the 3 participants, the idempotency key), then
-//!   [`Store::durable`], the group commit. One iteration is one message per committer, so the
+//!   petition actors are) each append messages one after the other with
+//!   [`Store::commit_durable`]: the same [`Commit`] a message makes in `actors/src/petition.rs`
+//!   (petition record update, one text entry, an `EntryAdded` feed event for each of the 3
+//!   participants, the idempotency key), applied by the single writer with whatever else is queued
+//!   and answered after the group's flush. One iteration is one message per committer, so the
 //!   throughput is messages per second and the time per iteration is the time for N messages.
-//! - `storage/append/commit_in_memory/1`: the same commit without waiting for the disk.
+//! - `storage/append_tmpfs/commit_durable/N`: the same on a store in `/dev/shm` (sled's temporary
+//!   mode), where a flush costs no disk wait: what the write path costs in CPU and hand-offs.
 //! - `storage/read/feed_after_1000`: one account's 1,000 stored events, as a reconnecting client
 //!   catches up from cursor 0.
 //! - `storage/read/history_page_50`: the first page of a petition's timeline (the default
 //!   `GetHistory` page) out of 1,000 entries.
 //!
-//! The database lives in a temporary folder on the same disk as `/tmp`, so flushes really reach
-//! the disk (sled's own temporary mode would put it in `/dev/shm`).
+//! The database of `append` and `read` lives in a temporary folder on the same disk as `/tmp`, so
+//! flushes really reach the disk.
 //!
 //! ```sh
 //! cargo bench -p lianxin-storage --bench storage
@@ -157,7 +159,7 @@ impl Conversation {
         }
     }
 
-    /// Commits the next message (in memory only).
+    /// Commits the next message, blocking the thread until it is on disk.
     fn commit(&mut self) {
         let commit = self.next_message();
         let result = self.store.commit(&commit).expect("commit");
@@ -167,8 +169,9 @@ impl Conversation {
     /// Commits the next message and waits until it is on disk, as the petition actor does before
     /// acknowledging it.
     async fn append(&mut self) {
-        self.commit();
-        self.store.durable().await.expect("durable");
+        let commit = self.next_message();
+        let result = self.store.commit_durable(commit).await.expect("commit");
+        assert!(matches!(result, CommitResult::Done(ref items) if items.len() == 3));
     }
 }
 
@@ -211,21 +214,19 @@ async fn appends(store: Store, committers: usize, iters: u64) -> Duration {
 fn append_benches(c: &mut Criterion) {
     let rt = runtime();
     let (_dir, store) = open_store();
-    let mut group = c.benchmark_group("storage/append");
-    group.sampling_mode(SamplingMode::Flat).sample_size(20);
-    for committers in [1usize, 16] {
-        group.throughput(Throughput::Elements(committers as u64));
-        group.bench_function(BenchmarkId::new("commit_durable", committers), |b| {
-            b.to_async(&rt)
-                .iter_custom(|iters| appends(store.clone(), committers, iters))
-        });
+    let tmpfs = Store::temporary().expect("temporary store");
+    for (name, store) in [("storage/append", &store), ("storage/append_tmpfs", &tmpfs)] {
+        let mut group = c.benchmark_group(name);
+        group.sampling_mode(SamplingMode::Flat).sample_size(20);
+        for committers in [1usize, 16, 64] {
+            group.throughput(Throughput::Elements(committers as u64));
+            group.bench_function(BenchmarkId::new("commit_durable", committers), |b| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| appends(store.clone(), committers, iters))
+            });
+        }
+        group.finish();
     }
-    group.throughput(Throughput::Elements(1));
-    group.bench_function(BenchmarkId::new("commit_in_memory", 1), |b| {
-        let mut conversation = Conversation::start(&store);
-        b.iter(|| conversation.commit())
-    });
-    group.finish();
 }
 
 fn read_benches(c: &mut Criterion) {

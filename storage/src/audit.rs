@@ -4,15 +4,15 @@
 use lianxin_protocol::v1::{AppraisalReport, AuditRecord};
 use prost::Message;
 
-use crate::trees::{key_bytes, key3};
+use crate::trees::{key_bytes, key2};
 use crate::{Result, Store};
 
 impl Store {
     /// Appends a record that belongs to no petition (a manual points entry) to the audit log.
     pub fn append_audit(&self, record: &AuditRecord) -> Result<()> {
-        let key = key3(record.at_ms.max(0) as u64, 0, self.next_id()?);
+        let key = key2(record.at_ms.max(0) as u64, self.next_id()?);
         self.trees
-            .atms_petitionid_seq_audit
+            .atms_id_audit
             .insert(&key[..], record.encode_to_vec())?;
         Ok(())
     }

@@ -1,89 +1,248 @@
-//! Group commit: callers that need their writes on disk wait for one shared flush.
+//! The single writer and its group commit.
 //!
-//! A flush covers every write made before it started. A caller arriving while a flush runs waits
-//! for the next one, which then serves everyone who arrived meanwhile, so under load one `fsync`
-//! acknowledges many messages.
+//! Every petition commit goes to one thread, `lianxin-writer`, which owns all writes to the petition
+//! keyspace. It takes everything queued (up to [`MAX_GROUP`] jobs), stages the commits one after
+//! the other into one `sled::Batch` (no transaction, no conflict: the writer alone allocates feed
+//! cursors, checks idempotency keys and knows each petition's stored index keys), applies that
+//! batch to the one keyspace tree (atomic, also across a crash), runs one `sled::Db::flush` (write
+//! and `fsync` of sled's log) for the whole group, and only then answers every caller. While it
+//! flushes, new commits queue up and form the next group, so under load one flush serves many
+//! messages; when idle one message costs one flush.
+//!
+//! Feed events a group appended are hidden from readers until its flush has returned
+//! ([`Floors`]), so that a session never delivers an event that a crash could take back.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, mpsc};
 
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::oneshot;
 
+use crate::petitions::{Commit, CommitResult, Group, WriterCache};
 use crate::{Result, StoreError};
 
-type Waiters = Vec<oneshot::Sender<std::result::Result<(), String>>>;
+/// The most jobs one group takes; the rest wait for the next group.
+pub const MAX_GROUP: usize = 1024;
 
-/// Shares flushes of one database among concurrent callers.
-#[derive(Clone)]
-pub(crate) struct Flusher {
-    /// The database to flush.
-    db: sled::Db,
-    /// Callers waiting for the next flush, and whether a flush is running.
-    state: Arc<Mutex<(Waiters, bool)>>,
+/// One request to the writer.
+enum Job {
+    /// Apply a commit, then answer.
+    Commit {
+        /// What to write.
+        commit: Box<Commit>,
+        /// Where to answer, and whether the answer waits for the flush.
+        reply: Reply,
+    },
+    /// Answer once a flush that started after this job was queued has finished.
+    Durable(oneshot::Sender<Result<()>>),
 }
 
-impl Flusher {
-    pub(crate) fn new(db: sled::Db) -> Self {
-        Flusher {
-            db,
-            state: Arc::new(Mutex::new((Vec::new(), false))),
+/// Where the writer answers a commit.
+enum Reply {
+    /// An async caller, answered after the group's flush.
+    Async(oneshot::Sender<Result<CommitResult>>),
+    /// A blocked thread, answered after the group's flush.
+    Blocking(mpsc::SyncSender<Result<CommitResult>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<CommitResult>) {
+        // A caller that went away no longer needs its answer.
+        let _ = match self {
+            Reply::Async(tx) => tx.send(result).map_err(|_| ()),
+            Reply::Blocking(tx) => tx.send(result).map_err(|_| ()),
+        };
+    }
+}
+
+/// For each account whose feed a group extended before its flush returned, the last cursor known
+/// to be on disk. Readers cap what they return at it; the writer clears it after every
+/// successful flush (everything applied before is then on disk).
+#[derive(Default)]
+pub(crate) struct Floors(RwLock<HashMap<u64, u64>>);
+
+impl Floors {
+    /// The newest cursor of this account that may be shown, if some of its events are not yet on
+    /// disk.
+    pub(crate) fn cap(&self, account_id: u64) -> Option<u64> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&account_id).copied()
+    }
+
+    /// Records floors before a batch is applied, keeping an older floor if one is still there.
+    fn raise(&self, floors: &[(u64, u64)]) {
+        if floors.is_empty() {
+            return;
         }
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for &(account, floor) in floors {
+            map.entry(account).or_insert(floor);
+        }
+    }
+
+    /// Everything applied is on disk.
+    fn clear(&self) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if !map.is_empty() {
+            map.clear();
+        }
+    }
+}
+
+/// The handle callers use to reach the writer thread; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    /// The writer's queue.
+    tx: mpsc::Sender<Job>,
+    /// Feed floors shared with readers.
+    floors: Arc<Floors>,
+}
+
+fn gone() -> StoreError {
+    StoreError::Engine(sled::Error::Io(std::io::Error::other(
+        "the storage writer did not answer (stopped, or failed on this group)",
+    )))
+}
+
+impl Writer {
+    /// Starts the writer thread for this database and its petition keyspace.
+    pub(crate) fn start(db: sled::Db, keyspace: sled::Tree) -> Result<Writer> {
+        let (tx, rx) = mpsc::channel();
+        let floors = Arc::new(Floors::default());
+        let thread = WriterThread {
+            db,
+            keyspace,
+            cache: WriterCache::default(),
+            floors: floors.clone(),
+        };
+        std::thread::Builder::new()
+            .name("lianxin-writer".into())
+            .spawn(move || thread.run(rx))
+            .map_err(|e| StoreError::Engine(e.into()))?;
+        Ok(Writer { tx, floors })
+    }
+
+    /// The floors readers cap feeds at.
+    pub(crate) fn floors(&self) -> &Floors {
+        &self.floors
+    }
+
+    /// Applies a commit and returns once it is on disk.
+    pub(crate) async fn commit_durable(&self, commit: Commit) -> Result<CommitResult> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Commit {
+                commit: Box::new(commit),
+                reply: Reply::Async(tx),
+            })
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Applies a commit and blocks the calling thread until it is on disk.
+    pub(crate) fn commit_blocking(&self, commit: Commit) -> Result<CommitResult> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Job::Commit {
+                commit: Box::new(commit),
+                reply: Reply::Blocking(tx),
+            })
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
     }
 
     /// Returns once a flush that started after this call has finished.
-    pub(crate) async fn flush(&self) -> Result<()> {
+    pub(crate) async fn durable(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        let lead = {
-            let mut state = self.state.lock().await;
-            state.0.push(tx);
-            if state.1 {
-                false
-            } else {
-                state.1 = true;
-                true
-            }
-        };
-        if lead {
-            let this = self.clone();
-            tokio::spawn(async move { this.run().await });
-        }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(StoreError::Engine(sled::Error::Io(std::io::Error::other(
-                msg,
-            )))),
-            Err(_) => Err(StoreError::Engine(sled::Error::Io(std::io::Error::other(
-                "flush task ended",
-            )))),
-        }
-    }
-
-    /// Flushes for as long as callers keep arriving.
-    async fn run(self) {
-        loop {
-            let batch = {
-                let mut state = self.state.lock().await;
-                if state.0.is_empty() {
-                    state.1 = false;
-                    return;
-                }
-                std::mem::take(&mut state.0)
-            };
-            let db = self.db.clone();
-            let result = match tokio::task::spawn_blocking(move || db.flush()).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            metrics_note(batch.len());
-            for waiter in batch {
-                let _ = waiter.send(result.clone());
-            }
-        }
+        self.tx.send(Job::Durable(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 }
 
-fn metrics_note(batch: usize) {
-    tracing::trace!(batch, "group commit flushed");
+/// What the writer thread owns.
+struct WriterThread {
+    /// The database, for flushes.
+    db: sled::Db,
+    /// The one tree commits write.
+    keyspace: sled::Tree,
+    /// Feed heads and stored index keys, known because nobody else writes the keyspace.
+    cache: WriterCache,
+    /// Feed floors shared with readers.
+    floors: Arc<Floors>,
+}
+
+impl WriterThread {
+    /// Serves groups until every handle is dropped.
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::new();
+        while let Ok(first) = rx.recv() {
+            jobs.push(first);
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let served =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.group(&mut jobs)));
+            if served.is_err() {
+                // A bug, not an I/O error: the group's callers get an error (their answer
+                // channels are dropped), what the cache staged is forgotten, the writer goes on.
+                tracing::error!("the storage writer panicked in a group commit");
+                self.cache.forget();
+                jobs.clear();
+            }
+        }
+        tracing::debug!("storage writer stopped");
+    }
+
+    /// Stages, applies and flushes one group, then answers everyone in it.
+    fn group(&mut self, jobs: &mut Vec<Job>) {
+        let span = tracing::trace_span!("group_commit", jobs = jobs.len(), writes = 0usize);
+        let _enter = span.enter();
+        self.cache.trim();
+        let mut group = Group::default();
+        let mut answers: Vec<(Reply, Result<CommitResult>)> = Vec::with_capacity(jobs.len());
+        let mut waiters = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Commit { commit, reply } => {
+                    let result = self.cache.stage(&self.keyspace, &commit, &mut group);
+                    answers.push((reply, result));
+                }
+                Job::Durable(tx) => waiters.push(tx),
+            }
+        }
+        span.record("writes", group.writes);
+        let applied = if group.writes == 0 {
+            Ok(())
+        } else {
+            // Readers must not see the new events before the flush: floors first.
+            self.floors.raise(&group.floors);
+            self.keyspace.apply_batch(group.batch)
+        };
+        let outcome = match applied {
+            Ok(()) => self.db.flush().map(|_| ()),
+            Err(e) => {
+                // Nothing of the batch is stored; what the cache staged is wrong now.
+                self.cache.forget();
+                Err(e)
+            }
+        };
+        match &outcome {
+            Ok(()) => self.floors.clear(),
+            Err(e) => tracing::error!(error = %e, "group commit failed"),
+        }
+        for (reply, result) in answers {
+            reply.send(match (&outcome, result) {
+                (Ok(()), result) => result,
+                (Err(e), Ok(_)) => Err(StoreError::Engine(e.clone())),
+                (Err(_), Err(e)) => Err(e),
+            });
+        }
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone().map_err(StoreError::Engine));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +265,25 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(store.meta_get("k49").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn readers_see_a_feed_only_up_to_its_floor_until_the_flush() {
+        use lianxin_protocol::v1::{ReadReceipt, event};
+        let store = Store::temporary().unwrap();
+        let receipt = event::Kind::ReadReceipt(ReadReceipt::default());
+        let c = crate::Commit {
+            feed: vec![(100, receipt.clone()), (100, receipt)],
+            ..Default::default()
+        };
+        store.commit(&c).unwrap();
+        assert_eq!(store.feed_head(100).unwrap(), 2);
+        // As while a group extending the feed from cursor 1 is applied but not yet flushed.
+        store.writer.floors().raise(&[(100, 1)]);
+        assert_eq!(store.feed_head(100).unwrap(), 1);
+        assert_eq!(store.feed_after(100, 0, 10).unwrap().len(), 1);
+        assert_eq!(store.feed_after(200, 0, 10).unwrap().len(), 0);
+        store.writer.floors().clear();
+        assert_eq!(store.feed_after(100, 0, 10).unwrap().len(), 2);
     }
 }

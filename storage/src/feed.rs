@@ -1,8 +1,14 @@
-//! Reading per-account event feeds. Feeds are written only by [`crate::Store::commit`].
+//! Reading per-account event feeds. Feeds are written only by the single writer
+//! ([`crate::Store::commit_durable`]).
+//!
+//! A reader sees a gap-free run of an account's events, and only events that are on disk: the
+//! writer applies a group's events before its flush, so readers cap each feed at the last cursor
+//! known to be flushed ([`crate::durability`]), and stop at the first missing cursor.
 
 use bytes::Bytes;
 
-use crate::trees::{decode_u64, key1, key2, second_u64};
+use crate::petitions::stored_head;
+use crate::trees::{ks, pkey_u64, pkey2};
 use crate::{Result, Store};
 
 /// One stored feed event.
@@ -15,34 +21,89 @@ pub struct StoredEvent {
 }
 
 impl Store {
-    /// The newest cursor of an account's feed (0 when empty).
+    /// The newest cursor of an account's feed that is on disk (0 when empty).
     pub fn feed_head(&self, account_id: u64) -> Result<u64> {
-        match self.trees.accountid_feedhead.get(key1(account_id))? {
-            Some(v) => decode_u64(&v),
-            None => Ok(0),
-        }
+        let head = stored_head(self.keyspace(), account_id)?;
+        // Checked after reading: a floor set before the events were applied covers them.
+        Ok(match self.writer.floors().cap(account_id) {
+            Some(floor) => head.min(floor),
+            None => head,
+        })
     }
 
-    /// Up to `limit` events of an account's feed after `after_cursor`, in order.
+    /// Up to `limit` events of an account's feed after `after_cursor`, in order, without gaps,
+    /// only those on disk.
     pub fn feed_after(
         &self,
         account_id: u64,
         after_cursor: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let start = key2(account_id, after_cursor.saturating_add(1));
-        let end = key2(account_id, u64::MAX);
-        self.trees
-            .accountid_cursor_event
-            .range(start..=end)
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok(StoredEvent {
-                    cursor: second_u64(&k)?,
-                    event: Bytes::copy_from_slice(&v),
-                })
-            })
-            .collect()
+        let start = pkey2(ks::FEED, account_id, after_cursor.saturating_add(1));
+        let end = pkey2(ks::FEED, account_id, u64::MAX);
+        let mut out: Vec<StoredEvent> = Vec::new();
+        let scan = self.keyspace().range(start..=end).take(limit);
+        for (i, item) in (1u64..).zip(scan) {
+            let (k, v) = item?;
+            let cursor = pkey_u64(&k, 1)?;
+            if after_cursor.checked_add(i) != Some(cursor) {
+                // Cursors are dense, so a hole is a group being applied right now; what follows
+                // it is read next time.
+                break;
+            }
+            out.push(StoredEvent {
+                cursor,
+                event: Bytes::from_owner(v),
+            });
+        }
+        // Checked after reading: a floor set before the events were applied covers them.
+        if let Some(floor) = self.writer.floors().cap(account_id) {
+            out.retain(|e| e.cursor <= floor);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use lianxin_protocol::v1::{ReadReceipt, event};
+
+    use crate::trees::{ks, pkey2};
+    use crate::{Commit, Store};
+
+    /// A store whose account 100 has events 1 and 2, and a stray event 4 (a hole at 3).
+    fn feed_with_a_hole() -> Store {
+        let store = Store::temporary().unwrap();
+        let receipt = event::Kind::ReadReceipt(ReadReceipt::default());
+        let c = Commit {
+            feed: vec![(100, receipt.clone()), (100, receipt)],
+            ..Default::default()
+        };
+        store.commit(&c).unwrap();
+        store
+            .keyspace()
+            .insert(pkey2(ks::FEED, 100, 4), &b"stray"[..])
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn a_reader_stops_at_the_first_missing_cursor() {
+        let store = feed_with_a_hole();
+        let cursors = |after| -> Vec<u64> {
+            store
+                .feed_after(100, after, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.cursor)
+                .collect()
+        };
+        assert_eq!(cursors(0), [1, 2]);
+        assert_eq!(cursors(1), [2]);
+        assert!(cursors(2).is_empty());
+        assert_eq!(cursors(3), [4]);
+        assert!(cursors(u64::MAX - 1).is_empty());
+        assert!(cursors(u64::MAX).is_empty());
     }
 }

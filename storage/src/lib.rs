@@ -6,23 +6,28 @@
 //! replace it without touching the callers.
 //!
 //! Module map:
-//! - [`trees`]: every sled tree, declared in one list, and the big-endian key layout.
+//! - [`trees`]: every sled tree, declared in one list, the petition keyspace's prefixes and the
+//!   big-endian key layout.
 //! - [`records`]: the storage-only records (accounts with password hashes, sessions).
 //! - [`accounts`]: accounts, logins and session tokens (stored only as hashes).
 //! - [`audit`]: manual points entries of the audit log, and frozen appraisal reports.
 //! - [`directory`]: communities, grids, their staff and the address → grid index.
 //! - [`petitions`]: petitions, their timelines, read marks, indexes and the atomic [`Commit`].
 //! - [`feed`]: per-account ordered event feeds with cursors.
-//! - [`durability`]: group commit: many writers share one flush to disk.
+//! - [`durability`]: the single writer: commits are applied in order, a group at a time, as one
+//!   batch, and share one flush to disk.
 //!
-//! Durability: a write is in memory until [`Store::durable`] returns; callers acknowledge a client
-//! only after that. See `docs/durability.md` for what sled's flush does and does not promise.
+//! Durability: [`Store::commit_durable`] returns once the commit is on disk; other writes
+//! (accounts, sessions, settings) are in memory until [`Store::durable`] returns. Callers
+//! acknowledge a client only after that. See `docs/durability.md` for what sled's flush does and
+//! does not promise.
 
 pub mod accounts;
 pub mod audit;
 pub mod directory;
 pub mod durability;
 pub mod feed;
+mod migrate;
 pub mod petitions;
 pub mod records;
 pub mod trees;
@@ -33,7 +38,10 @@ pub use petitions::{Commit, CommitResult, FeedItem};
 pub use records::{AccountRecord, SessionRecord};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 2;
+///
+/// 1: first layout. 2: community indexes. 3: the trees a petition commit writes merged into one
+/// keyspace tree (`trees::MERGED_IN_V3`), feed heads no longer stored.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +111,8 @@ pub struct Store {
     db: sled::Db,
     /// Handles on every tree.
     trees: trees::Trees,
-    /// Shared group-commit flusher.
-    flusher: durability::Flusher,
+    /// The single writer of the petition keyspace, which also runs every flush.
+    writer: durability::Writer,
     /// Node number for ids.
     node_id: u16,
     /// Where the database lives.
@@ -149,72 +157,31 @@ impl Store {
                 }
                 other => StoreError::Engine(other),
             })?;
-        let trees = trees::Trees::open(&db)?;
-        let store = Store {
-            flusher: durability::Flusher::new(db.clone()),
-            db,
-            trees,
-            node_id: config.node_id,
-            path: config.path.clone(),
-        };
-        store.check_schema()?;
-        Ok(store)
+        Self::start(db, config.node_id, config.path.clone())
     }
 
     /// Opens a throw-away store in a temporary folder (for tests and benchmarks).
     pub fn temporary() -> Result<Store> {
         let db = sled::Config::new().temporary(true).open()?;
+        Self::start(db, 0, PathBuf::new())
+    }
+
+    /// Checks and migrates the schema, then starts the writer.
+    fn start(db: sled::Db, node_id: u16, path: PathBuf) -> Result<Store> {
         let trees = trees::Trees::open(&db)?;
-        let store = Store {
-            flusher: durability::Flusher::new(db.clone()),
+        check_schema(&db, &trees)?;
+        Ok(Store {
+            writer: durability::Writer::start(db.clone(), trees.petition_keyspace.clone())?,
             db,
             trees,
-            node_id: 0,
-            path: PathBuf::new(),
-        };
-        store.check_schema()?;
-        Ok(store)
+            node_id,
+            path,
+        })
     }
 
     /// The folder the database lives in.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn check_schema(&self) -> Result<()> {
-        let meta = &self.trees.meta;
-        match meta.get(trees::META_SCHEMA_VERSION)? {
-            None => {
-                meta.insert(
-                    trees::META_SCHEMA_VERSION,
-                    &SCHEMA_VERSION.to_be_bytes()[..],
-                )?;
-                Ok(())
-            }
-            Some(v) => {
-                let found = trees::decode_u64(&v)?;
-                if found > SCHEMA_VERSION {
-                    Err(StoreError::SchemaTooNew {
-                        found,
-                        supported: SCHEMA_VERSION,
-                    })
-                } else {
-                    // Migrations from older versions, one step at a time.
-                    if found < 2 {
-                        let n = self.rebuild_community_indexes()?;
-                        tracing::info!(petitions = n, "schema 1 → 2: community indexes built");
-                    }
-                    if found < SCHEMA_VERSION {
-                        meta.insert(
-                            trees::META_SCHEMA_VERSION,
-                            &SCHEMA_VERSION.to_be_bytes()[..],
-                        )?;
-                        self.db.flush()?;
-                    }
-                    Ok(())
-                }
-            }
-        }
     }
 
     /// The schema version stored on disk.
@@ -232,14 +199,20 @@ impl Store {
         Ok((u64::from(self.node_id) << 48) | (raw & 0x0000_ffff_ffff_ffff))
     }
 
-    /// Waits until every write made before the call is on disk (shared with concurrent callers).
+    /// Waits until every write made before the call is on disk (one flush of the writer's,
+    /// shared with every commit and caller in its group).
     pub async fn durable(&self) -> Result<()> {
-        self.flusher.flush().await
+        self.writer.durable().await
     }
 
     /// Flushes everything to disk now, blocking the calling thread.
     pub fn flush_blocking(&self) -> Result<usize> {
         Ok(self.db.flush()?)
+    }
+
+    /// The petition keyspace tree.
+    pub(crate) fn keyspace(&self) -> &sled::Tree {
+        &self.trees.petition_keyspace
     }
 
     /// Reads a flag or small value of the metadata tree.
@@ -257,6 +230,47 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// Checks the schema version and migrates an older database, one step at a time.
+fn check_schema(db: &sled::Db, trees: &trees::Trees) -> Result<()> {
+    let meta = &trees.meta;
+    let found = match meta.get(trees::META_SCHEMA_VERSION)? {
+        None => {
+            meta.insert(
+                trees::META_SCHEMA_VERSION,
+                &SCHEMA_VERSION.to_be_bytes()[..],
+            )?;
+            return Ok(());
+        }
+        Some(v) => trees::decode_u64(&v)?,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < 3 {
+        let n = migrate::merge_v2_trees(db, &trees.petition_keyspace)?;
+        tracing::info!(
+            records = n,
+            "schema 2 → 3: petition trees merged into one keyspace"
+        );
+    }
+    if found < 2 {
+        let n = petitions::rebuild_community_indexes(&trees.petition_keyspace)?;
+        tracing::info!(petitions = n, "schema 1 → 2: community indexes built");
+    }
+    if found < SCHEMA_VERSION {
+        meta.insert(
+            trees::META_SCHEMA_VERSION,
+            &SCHEMA_VERSION.to_be_bytes()[..],
+        )?;
+        db.flush()?;
+    }
+    // The old trees go only once the new version is on disk (also after a crash in between).
+    migrate::drop_merged_trees(db)
 }
 
 #[cfg(test)]

@@ -3,15 +3,13 @@
 //! concerned and the sender's idempotency key together, or none of them.
 
 use bytes::Bytes;
-use lianxin_protocol::v1::{
-    AuditRecord, Entry, Event, Petition, PetitionState, ReadMark, entry, event,
-};
-use prost::Message;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use lianxin_protocol::v1::{AuditRecord, Entry, Petition, PetitionState, ReadMark, entry, event};
+use std::collections::HashMap;
 
-use crate::trees::{commit_idx as ix, decode_u64, key_bytes, key1, key2, key3, second_u64};
-use crate::{Result, Store, StoreError};
+use prost::Message;
+
+use crate::trees::{ks, pkey_bytes, pkey_u64, pkey1, pkey2, pkey3};
+use crate::{Result, Store};
 
 /// Everything one change to a petition writes, atomically.
 #[derive(Debug, Clone, Default)]
@@ -71,11 +69,6 @@ fn is_open(state: i32) -> bool {
     )
 }
 
-/// The creation-index key of a petition.
-fn created_key(p: &Petition) -> [u8; 24] {
-    key3(p.community_id, p.created_at_ms.max(0) as u64, p.id)
-}
-
 /// The audit record of a timeline entry: the entry with the petition's context.
 fn audit_record(p: &Petition, e: &Entry) -> AuditRecord {
     AuditRecord {
@@ -107,175 +100,350 @@ fn needs_assignee(state: i32) -> bool {
     )
 }
 
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
-
-fn corrupt<T>(e: impl std::fmt::Display) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(StoreError::Corrupt(
-        e.to_string(),
-    )))
+/// The index keys a stored petition has, as far as they depend on the petition record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Facts {
+    /// `ks::ASSIGNEE_PETITION` key part: the assignee, when the petition waits for them.
+    assignee: Option<u64>,
+    /// `ks::STEP_AT` key part: the next supervision step, when there is one.
+    step_at: Option<u64>,
+    /// `ks::COMMUNITY_CREATED` key parts: community and creation time.
+    created: (u64, u64),
+    /// `ks::COMMUNITY_OPEN` key part: the community, while the petition is open.
+    open_in: Option<u64>,
 }
 
-fn append_feed(
-    feed: &TransactionalTree,
-    heads: &TransactionalTree,
-    account_id: u64,
-    at_ms: i64,
-    kind_bytes: &[u8],
-) -> TxResult<FeedItem> {
-    let head = match heads.get(key1(account_id))? {
-        Some(v) => match decode_u64(&v) {
-            Ok(h) => h,
-            Err(e) => return corrupt(e),
-        },
-        None => 0,
-    };
-    let cursor = head + 1;
-    // An Event is its cursor and time followed by its kind; protobuf fields may be concatenated,
-    // so the kind is encoded once per commit and shared by every recipient.
-    let mut bytes = Event {
-        cursor,
-        at_ms,
-        kind: None,
+impl Facts {
+    fn of(p: &Petition) -> Facts {
+        Facts {
+            assignee: (needs_assignee(p.state) && p.assignee_id != 0).then_some(p.assignee_id),
+            step_at: (p.next_step_at_ms > 0).then_some(p.next_step_at_ms as u64),
+            created: (p.community_id, p.created_at_ms.max(0) as u64),
+            open_in: is_open(p.state).then_some(p.community_id),
+        }
     }
-    .encode_to_vec();
-    bytes.extend_from_slice(kind_bytes);
-    feed.insert(&key2(account_id, cursor), bytes.as_slice())?;
-    heads.insert(&key1(account_id), &cursor.to_be_bytes())?;
-    Ok(FeedItem {
-        account_id,
-        cursor,
-        event: Bytes::from(bytes),
-    })
 }
 
-impl Store {
-    /// Applies a commit atomically (see [`Commit`]).
-    pub fn commit(&self, c: &Commit) -> Result<CommitResult> {
+/// What the writer knows of a stored petition.
+#[derive(Debug, Clone)]
+struct Known {
+    /// Its index keys.
+    facts: Facts,
+    /// Accounts known to be in `ks::ACCOUNT_PETITION` for it (not necessarily all of them).
+    participants: Vec<u64>,
+}
+
+/// Entries kept before the writer's caches are emptied (at a group's start).
+const CACHED_PETITIONS: usize = 1 << 16;
+/// Feed heads kept before the writer's caches are emptied (at a group's start).
+const CACHED_HEADS: usize = 1 << 18;
+
+/// What the single writer remembers between commits. It is the keyspace's only writer, so none of
+/// this goes stale; entries missing are read from the tree.
+#[derive(Default)]
+pub(crate) struct WriterCache {
+    /// account id → its newest feed cursor (staged or stored).
+    heads: HashMap<u64, u64>,
+    /// petition id → its stored (or staged) index keys and known participants.
+    petitions: HashMap<u64, Known>,
+    /// Reused to encode values.
+    scratch: Vec<u8>,
+}
+
+/// A group of commits staged into one batch.
+#[derive(Default)]
+pub(crate) struct Group {
+    /// Every write of the group.
+    pub(crate) batch: sled::Batch,
+    /// Number of writes staged (a key written twice counts twice).
+    pub(crate) writes: usize,
+    /// Idempotency keys staged in this group, with their acknowledgements.
+    idempotency: HashMap<Vec<u8>, Vec<u8>>,
+    /// (account, newest cursor before this group) of every feed the group extends.
+    pub(crate) floors: Vec<(u64, u64)>,
+}
+
+impl Group {
+    fn put(&mut self, key: &[u8], value: impl Into<sled::IVec>) {
+        self.batch.insert(key, value);
+        self.writes += 1;
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        self.batch.remove(key);
+        self.writes += 1;
+    }
+
+    /// Moves an index entry from `old` to `new` when they differ (both may be absent).
+    fn move_key<K: AsRef<[u8]> + PartialEq>(&mut self, old: Option<K>, new: Option<K>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            self.delete(old.as_ref());
+        }
+        if let Some(new) = new {
+            self.put(new.as_ref(), &[][..]);
+        }
+    }
+}
+
+/// The newest cursor stored in an account's feed (0 when empty).
+pub(crate) fn stored_head(tree: &sled::Tree, account_id: u64) -> Result<u64> {
+    let range = pkey2(ks::FEED, account_id, 0)..=pkey2(ks::FEED, account_id, u64::MAX);
+    match tree.range(range).next_back() {
+        Some(item) => pkey_u64(&item?.0, 1),
+        None => Ok(0),
+    }
+}
+
+/// The index keys of the stored petition, if there is one.
+fn stored_facts(tree: &sled::Tree, id: u64) -> Result<Option<Facts>> {
+    match tree.get(pkey1(ks::PETITION, id))? {
+        Some(v) => Ok(Some(Facts::of(&Petition::decode(&*v)?))),
+        None => Ok(None),
+    }
+}
+
+/// A message encoded into `scratch` (reused between values) and copied into a stored value.
+fn stored(scratch: &mut Vec<u8>, message: &impl Message) -> sled::IVec {
+    scratch.clear();
+    match message.encode(scratch) {
+        Ok(()) => sled::IVec::from(&scratch[..]),
+        // A Vec grows as needed, so this does not happen; encode afresh if it ever did.
+        Err(_) => sled::IVec::from(message.encode_to_vec()),
+    }
+}
+
+/// An encoded `Event`: its cursor and time, then its kind, already encoded (protobuf fields may
+/// be concatenated, so the kind is encoded once per commit and shared by every recipient).
+fn stored_event(scratch: &mut Vec<u8>, cursor: u64, at_ms: i64, kind: &[u8]) -> sled::IVec {
+    use prost::encoding::{int64, uint64};
+    scratch.clear();
+    if cursor != 0 {
+        uint64::encode(1, &cursor, scratch);
+    }
+    if at_ms != 0 {
+        int64::encode(2, &at_ms, scratch);
+    }
+    scratch.extend_from_slice(kind);
+    sled::IVec::from(&scratch[..])
+}
+
+impl WriterCache {
+    /// Empties the caches if they grew past their bounds.
+    pub(crate) fn trim(&mut self) {
+        if self.petitions.len() > CACHED_PETITIONS {
+            self.petitions.clear();
+        }
+        if self.heads.len() > CACHED_HEADS {
+            self.heads.clear();
+        }
+    }
+
+    /// Forgets everything (after a batch failed to apply, what was staged is not stored).
+    pub(crate) fn forget(&mut self) {
+        self.petitions.clear();
+        self.heads.clear();
+    }
+
+    /// Stages one commit into the group: all of its writes or, on an error, none of them.
+    pub(crate) fn stage(
+        &mut self,
+        tree: &sled::Tree,
+        c: &Commit,
+        g: &mut Group,
+    ) -> Result<CommitResult> {
         let p = &c.petition;
-        let petition_bytes = p.encode_to_vec();
-        let entries: Vec<([u8; 16], Vec<u8>)> = c
-            .entries
-            .iter()
-            .map(|e| (key2(p.id, e.seq), e.encode_to_vec()))
-            .collect();
-        let kinds: Vec<(u64, Vec<u8>)> = c
-            .feed
-            .iter()
-            .map(|(account, kind)| {
-                let bytes = Event {
-                    cursor: 0,
-                    at_ms: 0,
-                    kind: Some(kind.clone()),
-                }
-                .encode_to_vec();
-                (*account, bytes)
-            })
-            .collect();
-        // Every state change, rating, transfer, escalation and supervision step goes to the audit log.
-        let audit: Vec<([u8; 24], Vec<u8>)> = c
-            .entries
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.body,
-                    Some(entry::Body::Transition(_) | entry::Body::Supervision(_))
-                )
-            })
-            .map(|e| {
-                let record = audit_record(p, e);
-                (
-                    key3(e.at_ms.max(0) as u64, p.id, e.seq),
-                    record.encode_to_vec(),
-                )
-            })
-            .collect();
+        // Reads first (they may fail); nothing is staged or cached until they all succeeded.
         let idem_key = c
             .idempotency
             .as_ref()
-            .map(|k| key_bytes(k.account_id, k.client_msg_id.as_bytes()));
-        let trees = self.trees.petition_commit_set();
-
-        let outcome = trees.as_slice().transaction(|t| {
-            if let (Some(key), Some(_)) = (&idem_key, &c.idempotency)
-                && let Some(ack) = t[ix::IDEMPOTENCY].get(key)?
-            {
+            .map(|k| pkey_bytes(ks::IDEMPOTENCY, k.account_id, k.client_msg_id.as_bytes()));
+        if let Some(key) = &idem_key {
+            if let Some(ack) = g.idempotency.get(key) {
+                return Ok(CommitResult::Duplicate(ack.clone()));
+            }
+            if let Some(ack) = tree.get(key)? {
                 return Ok(CommitResult::Duplicate(ack.to_vec()));
             }
-            let old = match t[ix::PETITION].get(key1(p.id))? {
-                Some(v) => match Petition::decode(&*v) {
-                    Ok(old) => Some(old),
-                    Err(e) => return corrupt(e),
-                },
-                None => None,
+        }
+        let known = self.petitions.get(&p.id);
+        let old = match known {
+            Some(k) => Some(k.facts),
+            None => stored_facts(tree, p.id)?,
+        };
+        let known_participants = known.map(|k| k.participants.as_slice()).unwrap_or(&[]);
+        let mut joining: Vec<(u64, bool)> = Vec::new();
+        for &account in &c.add_participants {
+            if known_participants.contains(&account) || joining.iter().any(|j| j.0 == account) {
+                continue;
+            }
+            let stored = tree
+                .get(pkey2(ks::ACCOUNT_PETITION, account, p.id))?
+                .is_some();
+            joining.push((account, stored));
+        }
+        let mut heads: Vec<(u64, u64)> = Vec::new();
+        for &(account, _) in &c.feed {
+            if heads.iter().any(|h| h.0 == account) {
+                continue;
+            }
+            let head = match self.heads.get(&account) {
+                Some(&head) => head,
+                None => stored_head(tree, account)?,
             };
-            t[ix::PETITION].insert(&key1(p.id), petition_bytes.as_slice())?;
-            for (key, bytes) in &entries {
-                t[ix::ENTRY].insert(&key[..], bytes.as_slice())?;
+            heads.push((account, head));
+        }
+
+        // Writes: from here on nothing fails.
+        let scratch = &mut self.scratch;
+        g.put(&pkey1(ks::PETITION, p.id), stored(scratch, p));
+        for e in &c.entries {
+            g.put(&pkey2(ks::ENTRY, p.id, e.seq), stored(scratch, e));
+            // Every state change, rating, transfer, escalation and supervision step goes to the
+            // audit log.
+            if matches!(
+                e.body,
+                Some(entry::Body::Transition(_) | entry::Body::Supervision(_))
+            ) {
+                g.put(
+                    &pkey3(ks::AUDIT, e.at_ms.max(0) as u64, p.id, e.seq),
+                    stored(scratch, &audit_record(p, e)),
+                );
             }
-            for (key, bytes) in &audit {
-                t[ix::AUDIT].insert(&key[..], bytes.as_slice())?;
+        }
+        // The indexes change only where the petition's index keys changed.
+        let new = Facts::of(p);
+        g.move_key(
+            old.and_then(|f| f.assignee)
+                .map(|a| pkey2(ks::ASSIGNEE_PETITION, a, p.id)),
+            new.assignee.map(|a| pkey2(ks::ASSIGNEE_PETITION, a, p.id)),
+        );
+        g.move_key(
+            old.and_then(|f| f.step_at)
+                .map(|t| pkey2(ks::STEP_AT, t, p.id)),
+            new.step_at.map(|t| pkey2(ks::STEP_AT, t, p.id)),
+        );
+        g.move_key(
+            old.map(|f| pkey3(ks::COMMUNITY_CREATED, f.created.0, f.created.1, p.id)),
+            Some(pkey3(
+                ks::COMMUNITY_CREATED,
+                new.created.0,
+                new.created.1,
+                p.id,
+            )),
+        );
+        g.move_key(
+            old.and_then(|f| f.open_in)
+                .map(|c| pkey2(ks::COMMUNITY_OPEN, c, p.id)),
+            new.open_in.map(|c| pkey2(ks::COMMUNITY_OPEN, c, p.id)),
+        );
+        for &(account, stored) in &joining {
+            if !stored {
+                g.put(&pkey2(ks::ACCOUNT_PETITION, account, p.id), &[][..]);
             }
-            // Keep the assignee index in step with the petition.
-            if let Some(old) = &old
-                && needs_assignee(old.state)
-                && old.assignee_id != 0
-            {
-                t[ix::ASSIGNEE_PETITION].remove(&key2(old.assignee_id, p.id))?;
+        }
+        if let Some(mark) = &c.read_mark {
+            g.put(
+                &pkey2(ks::READMARK, mark.petition_id, mark.reader_id),
+                stored(scratch, mark),
+            );
+        }
+        // Each distinct event kind is encoded once, however many feeds it goes to.
+        let mut kinds: Vec<(&event::Kind, Vec<u8>)> = Vec::new();
+        let mut items = Vec::with_capacity(c.feed.len());
+        for (account, kind) in &c.feed {
+            let at = match kinds.iter().position(|(k, _)| *k == kind) {
+                Some(at) => at,
+                None => {
+                    let mut bytes = Vec::with_capacity(kind.encoded_len());
+                    kind.encode(&mut bytes);
+                    kinds.push((kind, bytes));
+                    kinds.len() - 1
+                }
+            };
+            let Some(head) = heads.iter_mut().find(|h| h.0 == *account) else {
+                continue; // every feed account was looked up above
+            };
+            if !g.floors.iter().any(|f| f.0 == *account) {
+                g.floors.push((*account, head.1));
             }
-            if needs_assignee(p.state) && p.assignee_id != 0 {
-                t[ix::ASSIGNEE_PETITION].insert(&key2(p.assignee_id, p.id), &[][..])?;
-            }
-            // And the deadline index with its next supervision step.
-            if let Some(old) = &old
-                && old.next_step_at_ms > 0
-            {
-                t[ix::STEP_AT].remove(&key2(old.next_step_at_ms as u64, p.id))?;
-            }
-            if p.next_step_at_ms > 0 {
-                t[ix::STEP_AT].insert(&key2(p.next_step_at_ms as u64, p.id), &[][..])?;
-            }
-            // And the community indexes (a transfer may move a petition to another community).
-            if let Some(old) = &old {
-                t[ix::COMMUNITY_CREATED].remove(&created_key(old)[..])?;
-                t[ix::COMMUNITY_OPEN].remove(&key2(old.community_id, p.id))?;
-            }
-            t[ix::COMMUNITY_CREATED].insert(&created_key(p)[..], &[][..])?;
-            if is_open(p.state) {
-                t[ix::COMMUNITY_OPEN].insert(&key2(p.community_id, p.id), &[][..])?;
-            }
-            for account in &c.add_participants {
-                t[ix::ACCOUNT_PETITION].insert(&key2(*account, p.id), &[][..])?;
-            }
-            if let Some(mark) = &c.read_mark {
-                t[ix::READMARK].insert(
-                    &key2(mark.petition_id, mark.reader_id),
-                    mark.encode_to_vec().as_slice(),
-                )?;
-            }
-            let mut items = Vec::with_capacity(kinds.len());
-            for (account, kind_bytes) in &kinds {
-                items.push(append_feed(
-                    &t[ix::FEED],
-                    &t[ix::FEEDHEAD],
-                    *account,
-                    c.at_ms,
-                    kind_bytes,
-                )?);
-            }
-            if let (Some(key), Some(k)) = (&idem_key, &c.idempotency) {
-                t[ix::IDEMPOTENCY].insert(key.as_slice(), k.ack.as_slice())?;
-            }
-            Ok(CommitResult::Done(items))
+            head.1 += 1;
+            let cursor = head.1;
+            let value = stored_event(scratch, cursor, c.at_ms, &kinds[at].1);
+            g.put(&pkey2(ks::FEED, *account, cursor), value.clone());
+            items.push(FeedItem {
+                account_id: *account,
+                cursor,
+                event: Bytes::from_owner(value),
+            });
+        }
+        if let (Some(key), Some(k)) = (idem_key, &c.idempotency) {
+            g.put(&key, k.ack.as_slice());
+            g.idempotency.insert(key, k.ack.clone());
+        }
+
+        // What the writer now knows.
+        for (account, head) in heads {
+            self.heads.insert(account, head);
+        }
+        let known = self.petitions.entry(p.id).or_insert_with(|| Known {
+            facts: new,
+            participants: Vec::new(),
         });
-        outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Engine(e),
-        })
+        known.facts = new;
+        known
+            .participants
+            .extend(joining.into_iter().map(|(account, _)| account));
+        Ok(CommitResult::Done(items))
+    }
+}
+
+/// Rebuilds the community indexes from the petitions (schema migration 1 → 2), before the writer
+/// starts.
+pub(crate) fn rebuild_community_indexes(keyspace: &sled::Tree) -> Result<usize> {
+    let mut n = 0;
+    let mut batch = sled::Batch::default();
+    for item in keyspace.scan_prefix([ks::PETITION]) {
+        let (_, v) = item?;
+        let p = Petition::decode(&*v)?;
+        let facts = Facts::of(&p);
+        batch.insert(
+            &pkey3(
+                ks::COMMUNITY_CREATED,
+                facts.created.0,
+                facts.created.1,
+                p.id,
+            )[..],
+            &[][..],
+        );
+        if let Some(community) = facts.open_in {
+            batch.insert(&pkey2(ks::COMMUNITY_OPEN, community, p.id)[..], &[][..]);
+        }
+        n += 1;
+    }
+    keyspace.apply_batch(batch)?;
+    Ok(n)
+}
+
+impl Store {
+    /// Applies a commit atomically (see [`Commit`]) and returns once it is on disk. Commits are
+    /// applied one after the other by a single writer, in the order they arrive, and many share
+    /// one flush.
+    pub async fn commit_durable(&self, commit: Commit) -> Result<CommitResult> {
+        self.writer.commit_durable(commit).await
+    }
+
+    /// Like [`Store::commit_durable`], blocking the calling thread (for tests, tools and
+    /// benchmarks; async code uses [`Store::commit_durable`]).
+    pub fn commit(&self, commit: &Commit) -> Result<CommitResult> {
+        self.writer.commit_blocking(commit.clone())
     }
 
     /// The petition with this id.
     pub fn petition(&self, id: u64) -> Result<Option<Petition>> {
-        match self.trees.petitionid_petition.get(key1(id))? {
+        match self.keyspace().get(pkey1(ks::PETITION, id))? {
             Some(v) => Ok(Some(Petition::decode(&*v)?)),
             None => Ok(None),
         }
@@ -283,10 +451,9 @@ impl Store {
 
     /// Up to `limit` timeline entries of a petition with a sequence number above `after_seq`.
     pub fn entries(&self, petition_id: u64, after_seq: u64, limit: usize) -> Result<Vec<Entry>> {
-        let start = key2(petition_id, after_seq.saturating_add(1));
-        let end = key2(petition_id, u64::MAX);
-        self.trees
-            .petitionid_seq_entry
+        let start = pkey2(ks::ENTRY, petition_id, after_seq.saturating_add(1));
+        let end = pkey2(ks::ENTRY, petition_id, u64::MAX);
+        self.keyspace()
             .range(start..=end)
             .take(limit)
             .map(|item| Ok(Entry::decode(&*item?.1)?))
@@ -295,9 +462,8 @@ impl Store {
 
     /// The read marks of every participant of a petition.
     pub fn read_marks(&self, petition_id: u64) -> Result<Vec<ReadMark>> {
-        self.trees
-            .petitionid_accountid_readmark
-            .scan_prefix(key1(petition_id))
+        self.keyspace()
+            .scan_prefix(pkey1(ks::READMARK, petition_id))
             .map(|item| Ok(ReadMark::decode(&*item?.1)?))
             .collect()
     }
@@ -305,9 +471,12 @@ impl Store {
     /// The acknowledgement stored for a client message id, if it was seen before.
     pub fn idempotent_ack(&self, account_id: u64, client_msg_id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .trees
-            .accountid_clientmsgid_ack
-            .get(key_bytes(account_id, client_msg_id.as_bytes()))?
+            .keyspace()
+            .get(pkey_bytes(
+                ks::IDEMPOTENCY,
+                account_id,
+                client_msg_id.as_bytes(),
+            ))?
             .map(|v| v.to_vec()))
     }
 
@@ -320,15 +489,16 @@ impl Store {
         limit: usize,
         keep: impl Fn(&Petition) -> bool,
     ) -> Result<Vec<Petition>> {
-        let start = key2(account_id, 0);
-        let end = key2(
+        let start = pkey2(ks::ACCOUNT_PETITION, account_id, 0);
+        let end = pkey2(
+            ks::ACCOUNT_PETITION,
             account_id,
             if before_id == 0 { u64::MAX } else { before_id },
         );
         let mut out = Vec::new();
-        for item in self.trees.accountid_petitionid.range(start..end).rev() {
+        for item in self.keyspace().range(start..end).rev() {
             let (k, _) = item?;
-            let id = second_u64(&k)?;
+            let id = pkey_u64(&k, 1)?;
             if let Some(p) = self.petition(id)?
                 && keep(&p)
             {
@@ -343,14 +513,15 @@ impl Store {
 
     /// Petitions waiting for this worker to act (not resolved, closed or withdrawn).
     pub fn assigned_to(&self, assignee_id: u64) -> Result<Vec<Petition>> {
+        self.petitions_indexed(&pkey1(ks::ASSIGNEE_PETITION, assignee_id))
+    }
+
+    /// The petitions whose ids end the keys under `prefix` (keys of two u64s after the prefix).
+    fn petitions_indexed(&self, prefix: &[u8]) -> Result<Vec<Petition>> {
         let mut out = Vec::new();
-        for item in self
-            .trees
-            .assigneeid_petitionid
-            .scan_prefix(key1(assignee_id))
-        {
+        for item in self.keyspace().scan_prefix(prefix) {
             let (k, _) = item?;
-            if let Some(p) = self.petition(second_u64(&k)?)? {
+            if let Some(p) = self.petition(pkey_u64(&k, 1)?)? {
                 out.push(p);
             }
         }
@@ -363,14 +534,14 @@ impl Store {
         if now_ms <= 0 {
             return Ok(Vec::new());
         }
-        let end = key2(now_ms as u64, u64::MAX);
-        self.trees
-            .stepat_petitionid
-            .range(..=end)
+        let start = pkey2(ks::STEP_AT, 0, 0);
+        let end = pkey2(ks::STEP_AT, now_ms as u64, u64::MAX);
+        self.keyspace()
+            .range(start..=end)
             .take(limit)
             .map(|item| {
                 let (k, _) = item?;
-                Ok((decode_u64(&k[..8])? as i64, second_u64(&k)?))
+                Ok((pkey_u64(&k, 0)? as i64, pkey_u64(&k, 1)?))
             })
             .collect()
     }
@@ -382,16 +553,17 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Petition>> {
-        let from = key3(community_id, from_ms.max(0) as u64, 0);
-        let to = key3(community_id, to_ms.max(0) as u64, 0);
+        let from = pkey3(
+            ks::COMMUNITY_CREATED,
+            community_id,
+            from_ms.max(0) as u64,
+            0,
+        );
+        let to = pkey3(ks::COMMUNITY_CREATED, community_id, to_ms.max(0) as u64, 0);
         let mut out = Vec::new();
-        for item in self.trees.communityid_createdat_petitionid.range(from..to) {
+        for item in self.keyspace().range(from..to) {
             let (k, _) = item?;
-            let id = k
-                .get(16..24)
-                .ok_or_else(|| StoreError::Corrupt("short creation key".into()))
-                .and_then(decode_u64)?;
-            if let Some(p) = self.petition(id)? {
+            if let Some(p) = self.petition(pkey_u64(&k, 2)?)? {
                 out.push(p);
             }
         }
@@ -400,61 +572,39 @@ impl Store {
 
     /// The open petitions (not closed or withdrawn) of a community.
     pub fn open_petitions(&self, community_id: u64) -> Result<Vec<Petition>> {
-        let mut out = Vec::new();
-        for item in self
-            .trees
-            .communityid_open_petitionid
-            .scan_prefix(key1(community_id))
-        {
-            let (k, _) = item?;
-            if let Some(p) = self.petition(second_u64(&k)?)? {
-                out.push(p);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Rebuilds the community indexes from the petitions (schema migration 1 → 2).
-    pub(crate) fn rebuild_community_indexes(&self) -> Result<usize> {
-        let mut n = 0;
-        for item in self.trees.petitionid_petition.iter() {
-            let (_, v) = item?;
-            let p = Petition::decode(&*v)?;
-            self.trees
-                .communityid_createdat_petitionid
-                .insert(&created_key(&p)[..], &[][..])?;
-            if is_open(p.state) {
-                self.trees
-                    .communityid_open_petitionid
-                    .insert(&key2(p.community_id, p.id)[..], &[][..])?;
-            }
-            n += 1;
-        }
-        Ok(n)
+        self.petitions_indexed(&pkey1(ks::COMMUNITY_OPEN, community_id))
     }
 
     /// The audit log from `from_ms` (inclusive) to `to_ms` (exclusive), oldest first.
     pub fn audit_log(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AuditRecord>> {
-        let from = key3(from_ms.max(0) as u64, 0, 0);
-        let to = key3(to_ms.max(0) as u64, 0, 0);
-        self.trees
-            .atms_petitionid_seq_audit
-            .range(from..to)
+        let from = pkey3(ks::AUDIT, from_ms.max(0) as u64, 0, 0);
+        let to = pkey3(ks::AUDIT, to_ms.max(0) as u64, 0, 0);
+        let petitions = self.keyspace().range(from..to);
+        // Records of no petition (manual points entries) live beside the writer's keyspace.
+        let others = self.trees.atms_id_audit.range(
+            crate::trees::key2(from_ms.max(0) as u64, 0)
+                ..crate::trees::key2(to_ms.max(0) as u64, 0),
+        );
+        let mut records = petitions
+            .chain(others)
             .map(|item| {
                 let (_, v) = item?;
                 Ok(AuditRecord::decode(&*v)?)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // Stable: records of one instant keep their order within each source.
+        records.sort_by_key(|r| r.at_ms);
+        Ok(records)
     }
 
-    /// Number of petitions with a pending supervision step.
+    /// Number of petitions with a pending supervision step (counts the deadline index).
     pub fn pending_step_count(&self) -> usize {
-        self.trees.stepat_petitionid.len()
+        self.keyspace().scan_prefix([ks::STEP_AT]).count()
     }
 
-    /// Number of petitions stored.
+    /// Number of petitions stored (counts them).
     pub fn petition_count(&self) -> usize {
-        self.trees.petitionid_petition.len()
+        self.keyspace().scan_prefix([ks::PETITION]).count()
     }
 }
 
@@ -462,7 +612,7 @@ impl Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use lianxin_protocol::v1::{EntryAdded, TextBody, entry};
+    use lianxin_protocol::v1::{EntryAdded, Event, TextBody, entry};
 
     fn petition(id: u64, assignee: u64, state: PetitionState, last_seq: u64) -> Petition {
         let mut p = Petition {
@@ -580,7 +730,7 @@ mod tests {
         assert_eq!(ids(store.open_petitions(5).unwrap()), [1]);
         assert_eq!(ids(store.open_petitions(6).unwrap()), [2]);
         // A rebuild (the schema migration) finds the same.
-        store.rebuild_community_indexes().unwrap();
+        rebuild_community_indexes(store.keyspace()).unwrap();
         assert_eq!(ids(store.open_petitions(5).unwrap()), [1]);
     }
 
@@ -680,5 +830,115 @@ mod tests {
             .map(|p| p.id)
             .collect();
         assert_eq!(next, vec![3, 1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_resends_in_one_group_are_stored_once() {
+        let store = Store::temporary().unwrap();
+        let e = text(1, 1, "hi");
+        let c = Commit {
+            petition: petition(1, 7, PetitionState::Submitted, 1),
+            entries: vec![e.clone()],
+            feed: vec![(100, added(&e)), (7, added(&e))],
+            idempotency: Some(IdempotencyKey {
+                account_id: 100,
+                client_msg_id: "m1".into(),
+                ack: b"ack-1".to_vec(),
+            }),
+            ..Default::default()
+        };
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (s, c) = (store.clone(), c.clone());
+                tokio::spawn(async move { s.commit_durable(c).await.unwrap() })
+            })
+            .collect();
+        let mut done = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                CommitResult::Done(_) => done += 1,
+                CommitResult::Duplicate(ack) => assert_eq!(ack, b"ack-1"),
+            }
+        }
+        assert_eq!(done, 1);
+        assert_eq!(store.feed_head(100).unwrap(), 1);
+        assert_eq!(store.feed_after(7, 0, 10).unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_committers_get_dense_ordered_cursors() {
+        let store = Store::temporary().unwrap();
+        // 16 petitions whose messages all go to the feeds of accounts 500 and 501.
+        let tasks: Vec<_> = (1..=16u64)
+            .map(|pid| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    let mut cursors = Vec::new();
+                    for seq in 1..=20 {
+                        let e = text(pid, seq, "x");
+                        let c = Commit {
+                            petition: petition(pid, 7, PetitionState::Submitted, seq),
+                            entries: vec![e.clone()],
+                            add_participants: vec![100],
+                            feed: vec![(500, added(&e)), (501, added(&e))],
+                            ..Default::default()
+                        };
+                        let CommitResult::Done(items) = s.commit_durable(c).await.unwrap() else {
+                            panic!("duplicate")
+                        };
+                        cursors.push(items[0].cursor);
+                    }
+                    cursors
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            let cursors = t.await.unwrap();
+            // Each committer's messages keep their order in the feed.
+            assert!(cursors.windows(2).all(|w| w[0] < w[1]));
+            all.extend(cursors);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=320).collect::<Vec<u64>>());
+        for account in [500, 501] {
+            let feed = store.feed_after(account, 0, 1000).unwrap();
+            assert_eq!(feed.len(), 320);
+            assert_eq!(store.feed_head(account).unwrap(), 320);
+            for (i, ev) in feed.iter().enumerate() {
+                assert_eq!(ev.cursor, i as u64 + 1);
+                assert_eq!(Event::decode(&*ev.event).unwrap().cursor, ev.cursor);
+            }
+        }
+        assert_eq!(store.petitions_of(100, 0, 100, |_| true).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn a_message_writes_only_what_changed() {
+        let store = Store::temporary().unwrap();
+        let mut p = petition(1, 7, PetitionState::Submitted, 1);
+        p.community_id = 5;
+        p.next_step_at_ms = 900;
+        let message = |p: &Petition, participants: Vec<u64>| {
+            let e = text(1, p.last_seq, "a");
+            store
+                .commit(&Commit {
+                    petition: p.clone(),
+                    entries: vec![e.clone()],
+                    add_participants: participants,
+                    feed: vec![(100, added(&e)), (7, added(&e))],
+                    ..Default::default()
+                })
+                .unwrap();
+        };
+        message(&p, vec![100, 7]);
+        let before = store.keyspace().len();
+        p.last_seq = 2;
+        message(&p, vec![100]);
+        // One entry and two feed events more; the indexes and participants are untouched.
+        assert_eq!(store.keyspace().len(), before + 3);
+        assert_eq!(store.steps_due(1000, 10).unwrap(), vec![(900, 1)]);
+        assert_eq!(store.assigned_to(7).unwrap().len(), 1);
+        assert_eq!(store.open_petitions(5).unwrap().len(), 1);
     }
 }

@@ -1,7 +1,10 @@
 //! Every sled tree, declared in one list, and the key layout.
 //!
-//! Tree names say what maps to what (`petitionid_seq_entry`: petition id and sequence number →
-//! timeline entry). Integer key parts are big-endian, so range scans run in numeric order.
+//! Tree names say what maps to what (`login_accountid`: login → account id). Everything a petition
+//! commit writes lives in one tree, `petition_keyspace`, under a one-byte prefix per kind of record
+//! ([`ks`]; `ks::ENTRY` is petition id and sequence number → timeline entry), so that a whole
+//! group of commits is one atomic `sled::Batch`. Integer key parts are big-endian, so range scans
+//! run in numeric order.
 
 use crate::{Result, StoreError};
 
@@ -47,73 +50,111 @@ declare_trees! {
     gridid_grid,
     /// normalised address → grid id.
     address_gridid,
-    /// petition id → `Petition` (its current state).
-    petitionid_petition,
-    /// (petition id, seq) → `Entry`: the petition's timeline.
-    petitionid_seq_entry,
-    /// (petition id, account id) → `ReadMark`.
-    petitionid_accountid_readmark,
-    /// (account id, petition id) → (): petitions an account takes part in.
-    accountid_petitionid,
-    /// (assignee id, petition id) → (): open petitions assigned to a worker.
-    assigneeid_petitionid,
-    /// (account id, cursor) → encoded `Event`: the account's feed.
-    accountid_cursor_event,
-    /// account id → last cursor of its feed.
-    accountid_feedhead,
-    /// (account id, client message id) → encoded acknowledgement, for dropping resends.
-    accountid_clientmsgid_ack,
-    /// (time of the next supervision step, petition id) → (): the deadline index.
-    stepat_petitionid,
     /// (community id or 0 for the township, account id) → (): supervisors by scope.
     communityid_supervisorid,
-    /// (community id, creation time, petition id) → (): every petition by community and age.
-    communityid_createdat_petitionid,
-    /// (community id, petition id) → (): the open petitions (not closed or withdrawn) of a community.
-    communityid_open_petitionid,
-    /// (time, petition id, seq) → `AuditRecord`: the append-only audit log (petition id 0: manual
-    /// points entries, keyed by a fresh id instead of seq).
-    atms_petitionid_seq_audit,
+    /// The petition keyspace: everything a petition commit writes, under a one-byte prefix per
+    /// kind of record ([`ks`]), so that one atomic batch on one tree stores a whole commit group.
+    petition_keyspace,
+    /// (time, fresh id) → `AuditRecord`: audit records that belong to no petition commit (manual
+    /// points entries); read together with the keyspace's audit records.
+    atms_id_audit,
     /// (period such as "2026-11", community id or 0) → `AppraisalReport`: reports issued, frozen.
     period_communityid_report,
     /// delivery id → JSON body: bad-review webhook deliveries not yet done.
     id_webhook,
 }
 
-/// Index of each tree in [`Trees::petition_commit_set`]'s slice.
-pub(crate) mod commit_idx {
-    pub const PETITION: usize = 0;
-    pub const ENTRY: usize = 1;
-    pub const READMARK: usize = 2;
-    pub const ACCOUNT_PETITION: usize = 3;
-    pub const ASSIGNEE_PETITION: usize = 4;
-    pub const FEED: usize = 5;
-    pub const FEEDHEAD: usize = 6;
-    pub const IDEMPOTENCY: usize = 7;
-    pub const STEP_AT: usize = 8;
-    pub const COMMUNITY_CREATED: usize = 9;
-    pub const COMMUNITY_OPEN: usize = 10;
-    pub const AUDIT: usize = 11;
+/// The one-byte prefixes of [`Trees::petition_keyspace`]: what follows each prefix, and what it
+/// maps to. Schema version 2 kept each of these in a tree of its own ([`MERGED_IN_V3`]).
+pub mod ks {
+    /// petition id → `Petition` (its current state).
+    pub const PETITION: u8 = 0x01;
+    /// (petition id, seq) → `Entry`: the petition's timeline.
+    pub const ENTRY: u8 = 0x02;
+    /// (petition id, account id) → `ReadMark`.
+    pub const READMARK: u8 = 0x03;
+    /// (account id, petition id) → (): petitions an account takes part in.
+    pub const ACCOUNT_PETITION: u8 = 0x04;
+    /// (assignee id, petition id) → (): open petitions waiting for a worker to act.
+    pub const ASSIGNEE_PETITION: u8 = 0x05;
+    /// (account id, cursor) → encoded `Event`: the account's feed. Cursors are dense from 1 and
+    /// never deleted, so the last key of an account's range is its feed head.
+    pub const FEED: u8 = 0x06;
+    /// (account id, client message id bytes) → encoded acknowledgement, for dropping resends.
+    pub const IDEMPOTENCY: u8 = 0x07;
+    /// (time of the next supervision step, petition id) → (): the deadline index.
+    pub const STEP_AT: u8 = 0x08;
+    /// (community id, creation time, petition id) → (): every petition by community and age.
+    pub const COMMUNITY_CREATED: u8 = 0x09;
+    /// (community id, petition id) → (): the open petitions (not closed or withdrawn).
+    pub const COMMUNITY_OPEN: u8 = 0x0a;
+    /// (time, petition id, seq) → `AuditRecord`: the append-only audit log.
+    pub const AUDIT: u8 = 0x0b;
 }
 
-impl Trees {
-    /// The trees a petition commit writes, in [`commit_idx`] order.
-    pub(crate) fn petition_commit_set(&self) -> [sled::Tree; 12] {
-        [
-            self.petitionid_petition.clone(),
-            self.petitionid_seq_entry.clone(),
-            self.petitionid_accountid_readmark.clone(),
-            self.accountid_petitionid.clone(),
-            self.assigneeid_petitionid.clone(),
-            self.accountid_cursor_event.clone(),
-            self.accountid_feedhead.clone(),
-            self.accountid_clientmsgid_ack.clone(),
-            self.stepat_petitionid.clone(),
-            self.communityid_createdat_petitionid.clone(),
-            self.communityid_open_petitionid.clone(),
-            self.atms_petitionid_seq_audit.clone(),
-        ]
-    }
+/// The trees of schema version 2 that version 3 merged into [`Trees::petition_keyspace`], with
+/// the prefix their keys got there (keys are otherwise unchanged). `None`: not carried over
+/// (`accountid_feedhead`: a feed's head is now the last key of its range).
+pub const MERGED_IN_V3: &[(&str, Option<u8>)] = &[
+    ("petitionid_petition", Some(ks::PETITION)),
+    ("petitionid_seq_entry", Some(ks::ENTRY)),
+    ("petitionid_accountid_readmark", Some(ks::READMARK)),
+    ("accountid_petitionid", Some(ks::ACCOUNT_PETITION)),
+    ("assigneeid_petitionid", Some(ks::ASSIGNEE_PETITION)),
+    ("accountid_cursor_event", Some(ks::FEED)),
+    ("accountid_feedhead", None),
+    ("accountid_clientmsgid_ack", Some(ks::IDEMPOTENCY)),
+    ("stepat_petitionid", Some(ks::STEP_AT)),
+    (
+        "communityid_createdat_petitionid",
+        Some(ks::COMMUNITY_CREATED),
+    ),
+    ("communityid_open_petitionid", Some(ks::COMMUNITY_OPEN)),
+    ("atms_petitionid_seq_audit", Some(ks::AUDIT)),
+];
+
+/// Keyspace key: a prefix and one big-endian u64.
+pub fn pkey1(prefix: u8, a: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&a.to_be_bytes());
+    k
+}
+
+/// Keyspace key: a prefix and two big-endian u64s.
+pub fn pkey2(prefix: u8, a: u64, b: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = prefix;
+    k[1..9].copy_from_slice(&a.to_be_bytes());
+    k[9..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+/// Keyspace key: a prefix and three big-endian u64s.
+pub fn pkey3(prefix: u8, a: u64, b: u64, c: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = prefix;
+    k[1..9].copy_from_slice(&a.to_be_bytes());
+    k[9..17].copy_from_slice(&b.to_be_bytes());
+    k[17..].copy_from_slice(&c.to_be_bytes());
+    k
+}
+
+/// Keyspace key: a prefix, a big-endian u64, then arbitrary bytes.
+pub fn pkey_bytes(prefix: u8, a: u64, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(&a.to_be_bytes());
+    k.extend_from_slice(rest);
+    k
+}
+
+/// The `i`-th big-endian u64 of a keyspace key (counting from 0, after its prefix byte).
+pub fn pkey_u64(key: &[u8], i: usize) -> Result<u64> {
+    let at = 1 + 8 * i;
+    key.get(at..at + 8)
+        .ok_or_else(|| StoreError::Corrupt(format!("short key ({} bytes)", key.len())))
+        .and_then(decode_u64)
 }
 
 /// Key of one big-endian u64.
@@ -175,11 +216,31 @@ mod tests {
         assert_eq!(names.len(), TREE_NAMES.len());
     }
 
+    #[test]
+    fn keyspace_prefixes_are_unique_and_replace_the_merged_trees() {
+        let mut prefixes: Vec<u8> = MERGED_IN_V3.iter().filter_map(|(_, p)| *p).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), MERGED_IN_V3.len() - 1);
+        assert!(!prefixes.contains(&0));
+        for (name, _) in MERGED_IN_V3 {
+            assert!(!TREE_NAMES.contains(name), "{name} is still declared");
+        }
+    }
+
     proptest! {
         #[test]
         fn two_part_keys_sort_like_their_numbers(a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
             prop_assert_eq!(key2(a, b).cmp(&key2(c, d)), (a, b).cmp(&(c, d)));
             prop_assert_eq!(second_u64(&key2(a, b)).unwrap(), b);
+        }
+
+        #[test]
+        fn keyspace_keys_sort_like_their_numbers(p in 1u8..12, a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
+            prop_assert_eq!(pkey2(p, a, b).cmp(&pkey2(p, c, d)), (a, b).cmp(&(c, d)));
+            prop_assert_eq!(pkey_u64(&pkey2(p, a, b), 1).unwrap(), b);
+            prop_assert_eq!(pkey_u64(&pkey3(p, a, b, c), 2).unwrap(), c);
+            prop_assert!(pkey3(p, a, b, c)[..] < pkey1(p + 1, 0)[..]);
         }
     }
 }

@@ -420,6 +420,7 @@ fn entry_base(p: &Petition, seq: u64, who: &CallerInfo, now: i64) -> Entry {
         author_role: who.caller.role as i32,
         at_ms: now,
         client_msg_id: String::new(),
+        media: Vec::new(),
         body: None,
     }
 }
@@ -797,6 +798,7 @@ async fn supervise(
             author_role: Role::Unspecified as i32,
             at_ms: now,
             client_msg_id: String::new(),
+            media: Vec::new(),
             body: Some(entry::Body::Supervision(SupervisionNotice {
                 deadline: step.deadline as i32,
                 step: step.planned.step as i32,

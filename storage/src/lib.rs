@@ -12,6 +12,7 @@
 //! - [`audit`]: manual points entries of the audit log, and frozen appraisal reports.
 //! - [`directory`]: communities, grids, their staff and the address → grid index.
 //! - [`petitions`]: petitions, their timelines, read marks, indexes and the atomic [`Commit`].
+//! - [`media`]: content-addressed media files beside the database and their metadata.
 //! - [`feed`]: per-account ordered event feeds with cursors.
 //! - [`durability`]: group commit: many writers share one flush to disk.
 //!
@@ -23,6 +24,7 @@ pub mod audit;
 pub mod directory;
 pub mod durability;
 pub mod feed;
+pub mod media;
 pub mod petitions;
 pub mod records;
 pub mod trees;
@@ -96,6 +98,9 @@ impl StoreConfig {
     }
 }
 
+/// Counter naming the media folders of temporary stores.
+static TEMP_STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The open database: cheap to clone, shared by every actor and session.
 #[derive(Clone)]
 pub struct Store {
@@ -109,6 +114,8 @@ pub struct Store {
     node_id: u16,
     /// Where the database lives.
     path: PathBuf,
+    /// Where the media files live (`<path>/media`).
+    media_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
@@ -156,6 +163,7 @@ impl Store {
             trees,
             node_id: config.node_id,
             path: config.path.clone(),
+            media_dir: config.path.join("media"),
         };
         store.check_schema()?;
         Ok(store)
@@ -171,6 +179,11 @@ impl Store {
             trees,
             node_id: 0,
             path: PathBuf::new(),
+            media_dir: std::env::temp_dir().join(format!(
+                "lianxin-media-{}-{}",
+                std::process::id(),
+                TEMP_STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )),
         };
         store.check_schema()?;
         Ok(store)

@@ -78,6 +78,12 @@ declare_trees! {
     period_communityid_report,
     /// delivery id → JSON body: bad-review webhook deliveries not yet done.
     id_webhook,
+    /// sha-256 of a media item's bytes → `MediaInfo`.
+    sha_media,
+    /// (uploader id, sha-256) → (): who uploaded which media bytes.
+    uploaderid_sha,
+    /// (sha-256, petition id) → (): the petitions whose messages reference a media item.
+    sha_petitionid,
 }
 
 /// Index of each tree in [`Trees::petition_commit_set`]'s slice.

@@ -485,33 +485,37 @@ fn voice_duration_ms(bytes: &[u8], format: Format) -> Result<u64, MediaError> {
     Ok(ms)
 }
 
+/// A mono 16-bit PCM WAV of `ms` milliseconds of a 440 Hz tone at `rate` Hz (for tests and demos).
+pub fn tone_wav(ms: u32, rate: u32) -> Vec<u8> {
+    let n = u32::try_from(u64::from(rate) * u64::from(ms) / 1000).unwrap_or(u32::MAX / 4);
+    let data_len = n * 2;
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + data_len).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&rate.to_le_bytes());
+    v.extend_from_slice(&(rate * 2).to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&16u16.to_le_bytes());
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..n {
+        let s = (f64::from(i) * 440.0 * std::f64::consts::TAU / f64::from(rate)).sin();
+        v.extend_from_slice(&((s * 12000.0) as i16).to_le_bytes());
+    }
+    v
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    /// A mono 16-bit PCM WAV of `ms` milliseconds of a 440 Hz tone.
-    pub(crate) fn wav(ms: u32, rate: u32) -> Vec<u8> {
-        let n = (rate as u64 * ms as u64 / 1000) as u32;
-        let data_len = n * 2;
-        let mut v = Vec::new();
-        v.extend_from_slice(b"RIFF");
-        v.extend_from_slice(&(36 + data_len).to_le_bytes());
-        v.extend_from_slice(b"WAVEfmt ");
-        v.extend_from_slice(&16u32.to_le_bytes());
-        v.extend_from_slice(&1u16.to_le_bytes());
-        v.extend_from_slice(&1u16.to_le_bytes());
-        v.extend_from_slice(&rate.to_le_bytes());
-        v.extend_from_slice(&(rate * 2).to_le_bytes());
-        v.extend_from_slice(&2u16.to_le_bytes());
-        v.extend_from_slice(&16u16.to_le_bytes());
-        v.extend_from_slice(b"data");
-        v.extend_from_slice(&data_len.to_le_bytes());
-        for i in 0..n {
-            let s = (f64::from(i) * 440.0 * std::f64::consts::TAU / f64::from(rate)).sin();
-            v.extend_from_slice(&((s * 12000.0) as i16).to_le_bytes());
-        }
-        v
+    fn wav(ms: u32, rate: u32) -> Vec<u8> {
+        tone_wav(ms, rate)
     }
 
     fn png(w: u32, h: u32) -> Vec<u8> {

@@ -263,3 +263,87 @@ async fn photos_and_voice_clips_are_checked_stripped_and_served_to_the_uploader_
 
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_carry_media_that_the_petitions_participants_may_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let worker_id = server.account_id("worker-01-1a");
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let rtoken = token(&server, "resident-01-1a").await;
+    let wtoken = token(&server, "worker-01-1a").await;
+    let stranger = token(&server, "resident-01-1b").await;
+    let p = resident
+        .submit_petition(complaint(worker_id, "楼道堆满杂物"))
+        .await
+        .unwrap();
+    let mut worker = server.sign_in("worker-01-1a", Wire::Binary).await;
+    worker.subscribe(0).await.unwrap();
+
+    let (_, photo) = post(&server, &rtoken, None, gps_jpeg(640, 480)).await;
+    let (_, clip) = post(&server, &rtoken, None, wav(1_000, 8_000)).await;
+    let pid = photo["id"].as_str().unwrap().to_owned();
+    let cid = clip["id"].as_str().unwrap().to_owned();
+    // Before any message references it, the worker may not fetch the photo.
+    let early = get(&server, Some(&wtoken), &format!("/media/{pid}"), None).await;
+    assert_eq!(early.status(), 404);
+
+    // A photo and a voice clip do not go together; someone else's upload is not found.
+    let both = resident
+        .send_message_with_media(p.id, "", "m-0", vec![pid.clone(), cid.clone()])
+        .await;
+    assert_eq!(
+        code_of(both),
+        lianxin_client::v1::ErrorCode::InvalidArgument
+    );
+    let (_, theirs) = post(&server, &stranger, None, wav(900, 8_000)).await;
+    let foreign = resident
+        .send_message_with_media(p.id, "", "m-1", vec![theirs["id"].as_str().unwrap().into()])
+        .await;
+    assert_eq!(code_of(foreign), lianxin_client::v1::ErrorCode::NotFound);
+
+    resident
+        .send_message_with_media(p.id, "看这里", "m-2", vec![pid.clone()])
+        .await
+        .unwrap();
+    let e = expect_event(&mut worker, "the photo message", |e| {
+        entry_added(e).is_some_and(|a| a.entry.as_ref().is_some_and(|x| !x.media.is_empty()))
+    })
+    .await;
+    let entry = entry_added(&e).unwrap().entry.clone().unwrap();
+    let m = &entry.media[0];
+    assert_eq!((m.id.as_str(), m.width, m.height), (pid.as_str(), 640, 480));
+    assert_eq!((m.thumbnail_width, m.thumbnail_height), (320, 240));
+    assert_eq!(m.kind(), lianxin_client::v1::MediaKind::Image);
+
+    // Now the worker (a participant) may fetch it; a stranger still may not.
+    let ok = get(&server, Some(&wtoken), &format!("/media/{pid}"), None).await;
+    assert_eq!(ok.status(), 200);
+    let thumb = get(
+        &server,
+        Some(&wtoken),
+        &format!("/media/{pid}/thumbnail"),
+        None,
+    )
+    .await;
+    assert_eq!(thumb.status(), 200);
+    let no = get(&server, Some(&stranger), &format!("/media/{pid}"), None).await;
+    assert_eq!(no.status(), 404);
+
+    // A voice clip alone, with its duration.
+    resident
+        .send_message_with_media(p.id, "", "m-3", vec![cid.clone()])
+        .await
+        .unwrap();
+    let e = expect_event(&mut worker, "the voice message", |e| {
+        entry_added(e).is_some_and(|a| {
+            a.entry
+                .as_ref()
+                .is_some_and(|x| x.media.first().is_some_and(|m| m.id == cid))
+        })
+    })
+    .await;
+    let entry = entry_added(&e).unwrap().entry.clone().unwrap();
+    assert!((i64::from(entry.media[0].duration_ms) - 1_000).abs() <= 50);
+    server.stop().await;
+}

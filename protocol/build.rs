@@ -6,6 +6,7 @@ use std::{env, path::PathBuf};
 use prost::Message;
 
 const PROTOS: &[&str] = &[
+    "proto/lianxin/v1/media.proto",
     "proto/lianxin/v1/model.proto",
     "proto/lianxin/v1/board.proto",
     "proto/lianxin/v1/appraisal.proto",

@@ -459,6 +459,7 @@ async fn submit(
         author_role: who.caller.role as i32,
         at_ms: now,
         client_msg_id: String::new(),
+        media: Vec::new(),
         body: None,
     };
     let entries = vec![

@@ -14,10 +14,11 @@
 //! steps offers to stop right after them: the next step of a ladder is hours away.
 
 use lianxin_protocol::v1::{
-    Action, Entry, EntryAdded, EscalationTarget, MessageAck, NoticeKind, Petition, PetitionDetail,
-    PetitionNotice, RatingLevel, ReadMark, ReadReceipt, Role, StepKind, SupervisionLevel,
-    SupervisionNotice, TextBody, entry, event,
+    Action, Entry, EntryAdded, EscalationTarget, MediaAttachment, MediaKind, MessageAck,
+    NoticeKind, Petition, PetitionDetail, PetitionNotice, RatingLevel, ReadMark, ReadReceipt, Role,
+    StepKind, SupervisionLevel, SupervisionNotice, TextBody, entry, event,
 };
+use lianxin_storage::media::parse_sha;
 use lianxin_storage::petitions::IdempotencyKey;
 use lianxin_storage::{Commit, CommitResult};
 use prost::Message;
@@ -49,6 +50,8 @@ pub enum PetitionRequest {
         text: String,
         /// The client's id for the message (may be empty).
         client_msg_id: String,
+        /// Media ids the message carries: up to 9 photos or one voice clip, uploaded by the sender.
+        media_ids: Vec<String>,
     },
     /// Transfer to a worker (`to_worker_id`) or to a grid's on-duty worker (`to_grid_id`).
     Transfer {
@@ -311,7 +314,8 @@ async fn handle_call(
         PetitionRequest::Message {
             text,
             client_msg_id,
-        } => message(state, who, text, client_msg_id, now).await,
+            media_ids,
+        } => message(state, who, text, client_msg_id, media_ids, now).await,
         PetitionRequest::MarkRead { seq } => mark_read(state, who, seq, now).await,
         PetitionRequest::Open => open(state, who, now).await,
         PetitionRequest::Supervise => supervise(state, who, now).await,
@@ -420,6 +424,7 @@ fn entry_base(p: &Petition, seq: u64, who: &CallerInfo, now: i64) -> Entry {
         author_role: who.caller.role as i32,
         at_ms: now,
         client_msg_id: String::new(),
+        media: Vec::new(),
         body: None,
     }
 }
@@ -451,17 +456,61 @@ async fn store_and_publish(
     }
 }
 
+/// Most photos one message may carry.
+pub const MAX_PHOTOS_PER_MESSAGE: usize = 9;
+
+/// The attachments of a message's media ids: each must exist and have been uploaded by the sender;
+/// up to [`MAX_PHOTOS_PER_MESSAGE`] photos, or one voice clip alone.
+fn attachments(
+    store: &lianxin_storage::Store,
+    sender: u64,
+    ids: &[String],
+) -> DomainResult<Vec<MediaAttachment>> {
+    if ids.len() > MAX_PHOTOS_PER_MESSAGE {
+        return Err(DomainError::InvalidArgument(format!(
+            "a message carries at most {MAX_PHOTOS_PER_MESSAGE} photos"
+        )));
+    }
+    let mut out: Vec<MediaAttachment> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let missing = || DomainError::NotFound(format!("no media {id}"));
+        let sha = parse_sha(id).ok_or_else(missing)?;
+        if !store.media_is_owner(sender, &sha)? {
+            return Err(missing());
+        }
+        let media = store
+            .media_info(&sha)?
+            .and_then(|i| i.media)
+            .ok_or_else(missing)?;
+        if out.iter().any(|m| m.id == media.id) {
+            return Err(DomainError::InvalidArgument(format!(
+                "media {id} given twice"
+            )));
+        }
+        out.push(media);
+    }
+    let voices = out.iter().filter(|m| m.kind() == MediaKind::Voice).count();
+    if voices > 0 && out.len() > 1 {
+        return Err(DomainError::InvalidArgument(
+            "a voice clip goes alone in its message".into(),
+        ));
+    }
+    Ok(out)
+}
+
 async fn message(
     state: &mut PetitionActorState,
     who: &CallerInfo,
     text: String,
     client_msg_id: String,
+    media_ids: Vec<String>,
     now: i64,
 ) -> DomainResult<PetitionReply> {
-    if text.trim().is_empty() {
+    if text.trim().is_empty() && media_ids.is_empty() {
         return Err(DomainError::InvalidArgument("message text is empty".into()));
     }
     check_text(&state.county, &text)?;
+    let media = attachments(state.county.store(), who.caller.account_id, &media_ids)?;
     if client_msg_id.len() > 128 {
         return Err(DomainError::InvalidArgument(
             "client_msg_id is longer than 128 bytes".into(),
@@ -480,8 +529,15 @@ async fn message(
     let mut p = outcome.petition;
     refresh_next_step(&state.county, &mut p);
     let seq = p.last_seq + 1;
+    for m in &media {
+        if let Some(sha) = parse_sha(&m.id) {
+            // Recorded before the commit, so that whoever sees the message may fetch its media.
+            state.county.store().media_reference(&sha, p.id)?;
+        }
+    }
     let mut entries = vec![Entry {
         client_msg_id: client_msg_id.clone(),
+        media,
         body: Some(entry::Body::Text(TextBody { text })),
         ..entry_base(&p, seq, who, now)
     }];
@@ -800,6 +856,7 @@ async fn supervise(
             author_role: Role::Unspecified as i32,
             at_ms: now,
             client_msg_id: String::new(),
+            media: Vec::new(),
             body: Some(entry::Body::Supervision(SupervisionNotice {
                 deadline: step.deadline as i32,
                 step: step.planned.step as i32,

@@ -679,10 +679,23 @@ impl Client {
         text: impl Into<String>,
         client_msg_id: impl Into<String>,
     ) -> Result<MessageAck, ClientError> {
+        self.send_message_with_media(petition_id, text, client_msg_id, Vec::new())
+            .await
+    }
+
+    /// Posts a message carrying media (ids from `POST /media`): up to 9 photos or one voice clip.
+    pub async fn send_message_with_media(
+        &self,
+        petition_id: u64,
+        text: impl Into<String>,
+        client_msg_id: impl Into<String>,
+        media_ids: Vec<String>,
+    ) -> Result<MessageAck, ClientError> {
         let request = Request::SendMessage(SendMessage {
             petition_id,
             text: text.into(),
             client_msg_id: client_msg_id.into(),
+            media_ids,
         });
         expect_result!(self.request(request).await?, MessageAck, "messageAck")
     }

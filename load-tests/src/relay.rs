@@ -554,6 +554,7 @@ fn submit(
         author_role: Role::Resident as i32,
         at_ms: now,
         client_msg_id: String::new(),
+        media: Vec::new(),
         body: None,
     };
     let entries = vec![
@@ -624,6 +625,7 @@ fn message(
         author_role: role_of(&login) as i32,
         at_ms: now,
         client_msg_id: m.client_msg_id,
+        media: Vec::new(),
         body: Some(entry::Body::Text(TextBody { text: m.text })),
     };
     let kind = event::Kind::EntryAdded(EntryAdded {

@@ -46,6 +46,7 @@ fn send_message() -> ClientFrame {
             petition_id: 281_474_976_710_700,
             text: text_200(),
             client_msg_id: "c-0f3a9b2e-17".into(),
+            media_ids: Vec::new(),
         })),
     }
 }
@@ -59,6 +60,7 @@ fn entry_added() -> ServerFrame {
         author_role: Role::Resident as i32,
         at_ms: 1_767_225_600_000,
         client_msg_id: "c-0f3a9b2e-17".into(),
+        media: Vec::new(),
         body: Some(entry::Body::Text(TextBody { text: text_200() })),
     };
     ServerFrame {

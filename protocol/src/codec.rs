@@ -194,6 +194,7 @@ mod tests {
                 petition_id,
                 text,
                 client_msg_id,
+                media_ids: Vec::new(),
             })),
         }
     }

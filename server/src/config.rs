@@ -43,6 +43,8 @@ pub struct Config {
     pub appraisal: AppraisalConfig,
     /// The bad-review webhook.
     pub webhook: WebhookConfig,
+    /// Photos and voice clips (see docs/media.md).
+    pub media: MediaConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -92,6 +94,47 @@ impl Default for BoardConfig {
     }
 }
 
+/// Limits and housekeeping of uploaded media (see docs/media.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest image upload, in bytes.
+    pub max_image_bytes: u64,
+    /// Largest voice clip, in bytes.
+    pub max_voice_bytes: u64,
+    /// Longest voice clip, in seconds.
+    pub max_voice_secs: u32,
+    /// Hours after which an upload no message references is deleted.
+    pub unreferenced_ttl_hours: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_image_bytes: 10 * 1024 * 1024,
+            max_voice_bytes: 2 * 1024 * 1024,
+            max_voice_secs: 120,
+            unreferenced_ttl_hours: 24,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The limits the media checks apply.
+    pub fn limits(&self) -> lianxin_media::Limits {
+        lianxin_media::Limits {
+            max_image_bytes: self.max_image_bytes,
+            max_voice_bytes: self.max_voice_bytes,
+            max_voice_ms: self.max_voice_secs.saturating_mul(1000),
+        }
+    }
+
+    /// The largest upload of either kind, in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_image_bytes.max(self.max_voice_bytes)
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -117,6 +160,7 @@ impl Default for Config {
             board: BoardConfig::default(),
             appraisal: AppraisalConfig::default(),
             webhook: WebhookConfig::default(),
+            media: MediaConfig::default(),
             log: LogConfig::default(),
         }
     }

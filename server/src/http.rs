@@ -36,6 +36,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/reports/{period}", get(report))
         .route("/board", get(crate::web::board))
         .route("/web/{name}", get(crate::web::asset))
+        .route(
+            "/media",
+            axum::routing::post(crate::media::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/media/{id}", get(crate::media::fetch))
+        .route("/media/{id}/thumbnail", get(crate::media::fetch_thumbnail))
         .with_state(state)
 }
 
@@ -80,6 +87,31 @@ async fn ws(
         .on_upgrade(move |socket| session::run(socket, app, peer, pre))
 }
 
+/// The account an `Authorization: Bearer <token>` header signs in, or the 401 to answer.
+pub(crate) fn bearer_account(
+    state: &HttpState,
+    headers: &HeaderMap,
+) -> Result<lianxin_storage::AccountRecord, Box<Response>> {
+    let county = &state.app.county;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let now = county.clock().now_ms();
+    auth::authenticate(county.store(), token, now)
+        .map(|(account, _, _)| account)
+        .map_err(|_| {
+            Box::new(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "sign in: Authorization: Bearer <token>\n",
+                )
+                    .into_response(),
+            )
+        })
+}
+
 /// Query of `GET /reports/{period}`.
 #[derive(Debug, serde::Deserialize)]
 pub struct ReportQuery {
@@ -103,21 +135,9 @@ async fn report(
     headers: HeaderMap,
 ) -> Response {
     let county = &state.app.county;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let now = county.clock().now_ms();
-    let account = match auth::authenticate(county.store(), token, now) {
-        Ok((account, _, _)) => account,
-        Err(_) => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "sign in: Authorization: Bearer <token>\n",
-            )
-                .into_response();
-        }
+    let account = match bearer_account(&state, &headers) {
+        Ok(account) => account,
+        Err(refusal) => return *refusal,
     };
     let who = caller_of(&account);
     let report = match county.appraisal_report(&who, &period, q.community) {

@@ -4,6 +4,7 @@
 //! - [`config`]: configuration from defaults, file, environment and flags.
 //! - [`auth`]: password hashing, session tokens, registration.
 //! - [`http`]: the routes on the listening port (`/ws`, `/healthz`, `/readyz`, `/metrics`).
+//! - [`media`]: `POST /media` uploads and `GET /media/{id}` (ranges, cache headers, access).
 //! - [`session`]: one WebSocket connection's task.
 //! - [`seed`]: the demo county seeded into an empty database.
 //! - [`admin`]: the administrator's commands (communities, grids, staff, jurisdiction import).
@@ -15,6 +16,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod seed;
 pub mod server;
 pub mod session;

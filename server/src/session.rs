@@ -836,6 +836,7 @@ fn petition_request(request: Request) -> Result<(u64, PetitionRequest), Refusal>
             PetitionRequest::Message {
                 text: m.text,
                 client_msg_id: m.client_msg_id,
+                media_ids: m.media_ids,
             },
         ),
         Request::MarkRead(m) => (m.petition_id, PetitionRequest::MarkRead { seq: m.seq }),

@@ -122,6 +122,7 @@ impl Conversation {
             author_role: author_role as i32,
             at_ms: now,
             client_msg_id: client_msg_id.clone(),
+            media: Vec::new(),
             body: Some(entry::Body::Text(TextBody {
                 text: self.text.clone(),
             })),

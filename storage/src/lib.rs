@@ -13,6 +13,7 @@
 //! - [`audit`]: manual points entries of the audit log, and frozen appraisal reports.
 //! - [`directory`]: communities, grids, their staff and the address → grid index.
 //! - [`petitions`]: petitions, their timelines, read marks, indexes and the atomic [`Commit`].
+//! - [`media`]: content-addressed media files beside the database and their metadata.
 //! - [`feed`]: per-account ordered event feeds with cursors.
 //! - [`durability`]: the single writer: commits are applied in order, a group at a time, as one
 //!   batch, and share one flush to disk.
@@ -27,6 +28,7 @@ pub mod audit;
 pub mod directory;
 pub mod durability;
 pub mod feed;
+pub mod media;
 mod migrate;
 pub mod petitions;
 pub mod records;
@@ -104,6 +106,9 @@ impl StoreConfig {
     }
 }
 
+/// Counter naming the media folders of temporary stores.
+static TEMP_STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The open database: cheap to clone, shared by every actor and session.
 #[derive(Clone)]
 pub struct Store {
@@ -117,6 +122,8 @@ pub struct Store {
     node_id: u16,
     /// Where the database lives.
     path: PathBuf,
+    /// Where the media files live (`<path>/media`).
+    media_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,17 +164,27 @@ impl Store {
                 }
                 other => StoreError::Engine(other),
             })?;
-        Self::start(db, config.node_id, config.path.clone())
+        Self::start(
+            db,
+            config.node_id,
+            config.path.clone(),
+            config.path.join("media"),
+        )
     }
 
     /// Opens a throw-away store in a temporary folder (for tests and benchmarks).
     pub fn temporary() -> Result<Store> {
         let db = sled::Config::new().temporary(true).open()?;
-        Self::start(db, 0, PathBuf::new())
+        let media_dir = std::env::temp_dir().join(format!(
+            "lianxin-media-{}-{}",
+            std::process::id(),
+            TEMP_STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        Self::start(db, 0, PathBuf::new(), media_dir)
     }
 
     /// Checks and migrates the schema, then starts the writer.
-    fn start(db: sled::Db, node_id: u16, path: PathBuf) -> Result<Store> {
+    fn start(db: sled::Db, node_id: u16, path: PathBuf, media_dir: PathBuf) -> Result<Store> {
         let trees = trees::Trees::open(&db)?;
         check_schema(&db, &trees)?;
         Ok(Store {
@@ -176,6 +193,7 @@ impl Store {
             trees,
             node_id,
             path,
+            media_dir,
         })
     }
 

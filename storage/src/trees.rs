@@ -62,6 +62,12 @@ declare_trees! {
     period_communityid_report,
     /// delivery id → JSON body: bad-review webhook deliveries not yet done.
     id_webhook,
+    /// sha-256 of a media item's bytes → `MediaInfo`.
+    sha_media,
+    /// (uploader id, sha-256) → (): who uploaded which media bytes.
+    uploaderid_sha,
+    /// (sha-256, petition id) → (): the petitions whose messages reference a media item.
+    sha_petitionid,
 }
 
 /// The one-byte prefixes of [`Trees::petition_keyspace`]: what follows each prefix, and what it

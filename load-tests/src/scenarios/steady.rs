@@ -691,6 +691,7 @@ pub async fn run_load(ctx: &Ctx<'_>, shape: &LoadShape) -> anyhow::Result<LoadRu
                     petition_id: p.id,
                     text: text.clone(),
                     client_msg_id: client_msg_id.clone(),
+                    media_ids: Vec::new(),
                 });
                 match conn.request(
                     request,

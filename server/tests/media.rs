@@ -1,0 +1,349 @@
+//! Media through the real server: uploads over HTTP (a GPS-tagged JPEG drawn in the test, a WAV
+//! synthesised in code), what is served (no EXIF, thumbnail size, duration, byte ranges, cache
+//! headers), who may fetch it (404 for anyone else), dedup, and typed refusals that leave nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::io::Cursor;
+use std::path::Path;
+
+use common::*;
+use lianxin_client::Wire;
+use serde_json::Value;
+
+/// A baseline JPEG of `w`×`h` with an EXIF APP1 segment carrying a GPS latitude.
+fn gps_jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode_image(&img)
+        .unwrap();
+    // TIFF, little-endian: IFD0 with a GPS IFD pointer; the GPS IFD with latitude ref and value.
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"II*\0");
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    let entry = |t: &mut Vec<u8>, tag: u16, typ: u16, count: u32, value: u32| {
+        t.extend_from_slice(&tag.to_le_bytes());
+        t.extend_from_slice(&typ.to_le_bytes());
+        t.extend_from_slice(&count.to_le_bytes());
+        t.extend_from_slice(&value.to_le_bytes());
+    };
+    tiff.extend_from_slice(&1u16.to_le_bytes());
+    entry(&mut tiff, 0x8825, 4, 1, 26); // GPSInfo → offset 26
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(tiff.len(), 26);
+    tiff.extend_from_slice(&2u16.to_le_bytes());
+    entry(&mut tiff, 0x0001, 2, 2, u32::from_le_bytes(*b"N\0\0\0")); // GPSLatitudeRef "N"
+    entry(&mut tiff, 0x0002, 5, 3, 56); // GPSLatitude, 3 rationals at 56
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(tiff.len(), 56);
+    for (n, d) in [(30u32, 1u32), (15, 1), (0, 1)] {
+        tiff.extend_from_slice(&n.to_le_bytes());
+        tiff.extend_from_slice(&d.to_le_bytes());
+    }
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+fn has_gps(bytes: &[u8]) -> bool {
+    exif::Reader::new()
+        .read_from_container(&mut Cursor::new(bytes))
+        .ok()
+        .and_then(|e| {
+            e.get_field(exif::Tag::GPSLatitude, exif::In::PRIMARY)
+                .map(|_| ())
+        })
+        .is_some()
+}
+
+use lianxin_media::tone_wav as wav;
+
+async fn token(server: &TestServer, login: &str) -> String {
+    let c = server.connect(Wire::Binary).await;
+    c.sign_in(login, PW).await.unwrap().token
+}
+
+async fn post(server: &TestServer, token: &str, mime: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{}/media", server.addr))
+        .bearer_auth(token)
+        .body(body);
+    if let Some(m) = mime {
+        req = req.header("content-type", m);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+async fn get(
+    server: &TestServer,
+    token: Option<&str>,
+    path: &str,
+    range: Option<&str>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(format!("http://{}{path}", server.addr));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    req.send().await.unwrap()
+}
+
+/// Every file under the media folder (temporary ones included).
+fn media_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(subs) = std::fs::read_dir(dir.join("media")) else {
+        return out;
+    };
+    for sub in subs {
+        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_and_voice_clips_are_checked_stripped_and_served_to_the_uploader_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let resident = token(&server, "resident-01-1a").await;
+    let stranger = token(&server, "resident-01-1b").await;
+
+    // A photo with GPS in its EXIF.
+    let photo = gps_jpeg(800, 600);
+    assert!(has_gps(&photo), "the test image carries GPS");
+    let (status, image) = post(&server, &resident, Some("image/jpeg"), photo.clone()).await;
+    assert_eq!(status, 200, "{image}");
+    assert_eq!(image["kind"], "MEDIA_KIND_IMAGE");
+    assert_eq!(image["mime"], "image/jpeg");
+    assert_eq!(
+        (image["width"].as_u64(), image["height"].as_u64()),
+        (Some(800), Some(600))
+    );
+    let id = image["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 64);
+
+    let served = get(&server, Some(&resident), &format!("/media/{id}"), None).await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.headers()["cache-control"],
+        "private, max-age=31536000, immutable"
+    );
+    assert_eq!(served.headers()["etag"], format!("\"{id}\"").as_str());
+    assert_eq!(served.headers()["content-type"], "image/jpeg");
+    let bytes = served.bytes().await.unwrap();
+    assert!(!has_gps(&bytes), "GPS is gone from what is served");
+    assert!(
+        !bytes.windows(6).any(|w| w == b"Exif\0\0"),
+        "no EXIF block at all"
+    );
+    let decoded = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (800, 600));
+
+    let thumb = get(
+        &server,
+        Some(&resident),
+        &format!("/media/{id}/thumbnail"),
+        None,
+    )
+    .await;
+    assert_eq!(thumb.status(), 200);
+    let t = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
+    assert_eq!((t.width(), t.height()), (320, 240));
+
+    // A voice clip: its duration is measured from the audio.
+    let clip = wav(2_500, 16_000);
+    let (status, voice) = post(&server, &resident, Some("audio/wav"), clip.clone()).await;
+    assert_eq!(status, 200, "{voice}");
+    assert_eq!(voice["kind"], "MEDIA_KIND_VOICE");
+    let duration = voice["durationMs"].as_i64().unwrap();
+    assert!((duration - 2_500).abs() <= 50, "{duration}");
+    let vid = voice["id"].as_str().unwrap().to_owned();
+
+    // Byte ranges, for playback.
+    let part = get(
+        &server,
+        Some(&resident),
+        &format!("/media/{vid}"),
+        Some("bytes=100-199"),
+    )
+    .await;
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 100-199/{}", clip.len()).as_str()
+    );
+    assert_eq!(&part.bytes().await.unwrap()[..], &clip[100..200]);
+    let tail = get(
+        &server,
+        Some(&resident),
+        &format!("/media/{vid}"),
+        Some("bytes=-10"),
+    )
+    .await;
+    assert_eq!(&tail.bytes().await.unwrap()[..], &clip[clip.len() - 10..]);
+    let beyond = format!("bytes={}-", clip.len());
+    let none = get(
+        &server,
+        Some(&resident),
+        &format!("/media/{vid}"),
+        Some(&beyond),
+    )
+    .await;
+    assert_eq!(none.status(), 416);
+
+    // Nobody else may fetch it, and they cannot tell it exists.
+    let other = get(&server, Some(&stranger), &format!("/media/{id}"), None).await;
+    assert_eq!(other.status(), 404);
+    let other = get(
+        &server,
+        Some(&stranger),
+        &format!("/media/{id}/thumbnail"),
+        None,
+    )
+    .await;
+    assert_eq!(other.status(), 404);
+    assert_eq!(
+        get(&server, None, &format!("/media/{id}"), None)
+            .await
+            .status(),
+        401
+    );
+    let missing = "0".repeat(64);
+    let nothing = get(&server, Some(&resident), &format!("/media/{missing}"), None).await;
+    assert_eq!(nothing.status(), 404);
+
+    // The same bytes again, by another account: the same id, stored once; both may fetch it.
+    let files = media_files(dir.path());
+    assert_eq!(files.len(), 3, "photo, thumbnail, clip: {files:?}");
+    let (status, again) = post(&server, &stranger, None, clip.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"].as_str(), Some(vid.as_str()));
+    assert_eq!(media_files(dir.path()), files);
+    let theirs = get(&server, Some(&stranger), &format!("/media/{vid}"), None).await;
+    assert_eq!(theirs.status(), 200);
+
+    // Typed refusals, and nothing left behind.
+    let (status, err) = post(&server, &resident, None, wav(70_000, 16_000)).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (413, Some("ERROR_CODE_MEDIA_TOO_LARGE"))
+    );
+    let (status, err) = post(&server, &resident, Some("image/png"), wav(500, 8_000)).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (422, Some("ERROR_CODE_MEDIA_REJECTED"))
+    );
+    let mut broken = gps_jpeg(64, 64);
+    broken.truncate(300);
+    let (status, err) = post(&server, &resident, None, broken).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (422, Some("ERROR_CODE_MEDIA_REJECTED"))
+    );
+    let (status, err) = post(&server, &resident, None, b"just text".to_vec()).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (422, Some("ERROR_CODE_MEDIA_REJECTED"))
+    );
+    assert_eq!(media_files(dir.path()), files);
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_carry_media_that_the_petitions_participants_may_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let worker_id = server.account_id("worker-01-1a");
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let rtoken = token(&server, "resident-01-1a").await;
+    let wtoken = token(&server, "worker-01-1a").await;
+    let stranger = token(&server, "resident-01-1b").await;
+    let p = resident
+        .submit_petition(complaint(worker_id, "楼道堆满杂物"))
+        .await
+        .unwrap();
+    let mut worker = server.sign_in("worker-01-1a", Wire::Binary).await;
+    worker.subscribe(0).await.unwrap();
+
+    let (_, photo) = post(&server, &rtoken, None, gps_jpeg(640, 480)).await;
+    let (_, clip) = post(&server, &rtoken, None, wav(1_000, 8_000)).await;
+    let pid = photo["id"].as_str().unwrap().to_owned();
+    let cid = clip["id"].as_str().unwrap().to_owned();
+    // Before any message references it, the worker may not fetch the photo.
+    let early = get(&server, Some(&wtoken), &format!("/media/{pid}"), None).await;
+    assert_eq!(early.status(), 404);
+
+    // A photo and a voice clip do not go together; someone else's upload is not found.
+    let both = resident
+        .send_message_with_media(p.id, "", "m-0", vec![pid.clone(), cid.clone()])
+        .await;
+    assert_eq!(
+        code_of(both),
+        lianxin_client::v1::ErrorCode::InvalidArgument
+    );
+    let (_, theirs) = post(&server, &stranger, None, wav(900, 8_000)).await;
+    let foreign = resident
+        .send_message_with_media(p.id, "", "m-1", vec![theirs["id"].as_str().unwrap().into()])
+        .await;
+    assert_eq!(code_of(foreign), lianxin_client::v1::ErrorCode::NotFound);
+
+    resident
+        .send_message_with_media(p.id, "看这里", "m-2", vec![pid.clone()])
+        .await
+        .unwrap();
+    let e = expect_event(&mut worker, "the photo message", |e| {
+        entry_added(e).is_some_and(|a| a.entry.as_ref().is_some_and(|x| !x.media.is_empty()))
+    })
+    .await;
+    let entry = entry_added(&e).unwrap().entry.clone().unwrap();
+    let m = &entry.media[0];
+    assert_eq!((m.id.as_str(), m.width, m.height), (pid.as_str(), 640, 480));
+    assert_eq!((m.thumbnail_width, m.thumbnail_height), (320, 240));
+    assert_eq!(m.kind(), lianxin_client::v1::MediaKind::Image);
+
+    // Now the worker (a participant) may fetch it; a stranger still may not.
+    let ok = get(&server, Some(&wtoken), &format!("/media/{pid}"), None).await;
+    assert_eq!(ok.status(), 200);
+    let thumb = get(
+        &server,
+        Some(&wtoken),
+        &format!("/media/{pid}/thumbnail"),
+        None,
+    )
+    .await;
+    assert_eq!(thumb.status(), 200);
+    let no = get(&server, Some(&stranger), &format!("/media/{pid}"), None).await;
+    assert_eq!(no.status(), 404);
+
+    // A voice clip alone, with its duration.
+    resident
+        .send_message_with_media(p.id, "", "m-3", vec![cid.clone()])
+        .await
+        .unwrap();
+    let e = expect_event(&mut worker, "the voice message", |e| {
+        entry_added(e).is_some_and(|a| {
+            a.entry
+                .as_ref()
+                .is_some_and(|x| x.media.first().is_some_and(|m| m.id == cid))
+        })
+    })
+    .await;
+    let entry = entry_added(&e).unwrap().entry.clone().unwrap();
+    assert!((i64::from(entry.media[0].duration_ms) - 1_000).abs() <= 50);
+    server.stop().await;
+}

@@ -15,8 +15,9 @@ use tokio::sync::{Notify, mpsc};
 /// What the hub pushes to a session.
 #[derive(Debug, Clone)]
 pub enum Push {
-    /// A new event of the session's account feed.
-    Event(FeedItem),
+    /// A new event of the session's account feed (shared: a session's queue holds pointers, so
+    /// an idle session's queue block stays small).
+    Event(Arc<FeedItem>),
     /// The session's sign-in was revoked (sign out everywhere); the session must close.
     Revoked,
 }
@@ -128,6 +129,7 @@ impl Hub {
             let Some(slots) = self.sessions.get(&item.account_id) else {
                 continue;
             };
+            let item = Arc::new(item.clone());
             for slot in slots.iter() {
                 if slot.tx.try_send(Push::Event(item.clone())).is_err() {
                     slot.signals.lagging.store(true, Ordering::Release);

@@ -23,6 +23,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Folder holding the database.
     pub data_dir: PathBuf,
+    /// Length of the queue of connections waiting to be accepted (capped by the kernel's
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Seed the demo county into an empty database on start.
     pub seed_demo: bool,
     /// Node number in the top bits of every id (for several nodes later; 0 for one).
@@ -150,6 +153,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
+            listen_backlog: 4096,
             seed_demo: true,
             node_id: 0,
             cache_capacity_mb: 64,

@@ -191,13 +191,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let listen = config.listen;
+    let backlog = config.listen_backlog;
     let data_dir = config.data_dir.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = Server::start(config, clock, Some(metrics))
         .await
         .with_context(|| format!("starting on data folder {}", data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    // A deep accept queue: a reconnect storm of thousands of clients must not overflow it (the
+    // kernel caps it at net.core.somaxconn).
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .context("creating the listening socket")?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(listen)
+        .with_context(|| format!("binding {listen}"))?;
+    let listener = socket
+        .listen(backlog)
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(url = %format!("ws://{local}/ws"), data = %data_dir.display(), "lianxin is ready");

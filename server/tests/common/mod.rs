@@ -223,12 +223,13 @@ pub fn free_port() -> u16 {
 }
 
 impl ChildServer {
-    pub fn spawn(dir: &Path, port: u16) -> Child {
+    /// Spawns the binary on `listen` (port 0: the kernel picks one), logging its ready line.
+    pub fn spawn_on(dir: &Path, listen: &str) -> Child {
         Command::new(env!("CARGO_BIN_EXE_lianxin"))
             .args(["serve", "--data-dir"])
             .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
+            .args(["--listen", listen])
+            .env("RUST_LOG", "warn,lianxin=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -236,23 +237,42 @@ impl ChildServer {
             .expect("spawns lianxin")
     }
 
-    /// Starts the binary and waits until it answers on its port.
+    /// Spawns the binary on a given port.
+    pub fn spawn(dir: &Path, port: u16) -> Child {
+        Self::spawn_on(dir, &format!("127.0.0.1:{port}"))
+    }
+
+    /// Starts the binary on a port the kernel picks and waits for its "ready" line, which names
+    /// the address: no other process can take the port between choosing and binding it.
     pub async fn start(dir: &Path) -> ChildServer {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        // Dropping the server kills and reaps the child, whatever happens below.
-        let server = ChildServer {
-            child: Self::spawn(dir, port),
-            url: format!("ws://{addr}/ws"),
-            addr,
-        };
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return server;
+        let mut child = Self::spawn_on(dir, "127.0.0.1:0");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        // Read the log until the ready line, then keep draining it so the child never blocks.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(at) = line.find("ws://") {
+                    let url: String = line[at..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    sent = tx.send(url).is_ok();
+                }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("lianxin did not start listening on {addr}");
+        });
+        let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .expect("waiting for the ready line")
+            .expect("lianxin logged its ready line");
+        let addr: SocketAddr = url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/ws")
+            .parse()
+            .expect("an address in the ready line");
+        // Dropping the server kills and reaps the child, whatever happens below.
+        ChildServer { child, url, addr }
     }
 
     /// SIGKILL: no graceful path, no flush.

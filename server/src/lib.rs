@@ -20,5 +20,6 @@ pub mod media;
 pub mod seed;
 pub mod server;
 pub mod session;
+pub mod upload;
 pub mod web;
 pub mod webhook;

@@ -347,3 +347,99 @@ async fn messages_carry_media_that_the_petitions_participants_may_fetch() {
     assert!((i64::from(entry.media[0].duration_ms) - 1_000).abs() <= 50);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_uploads_resume_after_a_dropped_connection() {
+    use lianxin_client::UploadProgress;
+    use lianxin_client::v1::{ErrorCode, MediaKind, UploadBegin};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let clip = wav(1_000, 8_000);
+    let begin = |id: &str, total: u64| UploadBegin {
+        upload_id: id.into(),
+        kind: MediaKind::Voice as i32,
+        total_size: total,
+        sha256: String::new(),
+    };
+
+    // Two chunks, then the client vanishes without a close frame.
+    let first = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let s = first
+        .upload_begin(begin("clip-1", clip.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 0);
+    for at in [0usize, 4_000] {
+        let p = first
+            .upload_chunk("clip-1", at as u64, clip[at..at + 4_000].to_vec())
+            .await
+            .unwrap();
+        assert!(matches!(p, UploadProgress::At(ref s) if s.offset == at as u64 + 4_000));
+    }
+    drop(first);
+    let partial = dir.path().join("media/partial");
+    let account = server.account_id("resident-01-1a");
+    let kept = std::fs::metadata(partial.join(format!("{account}-clip-1"))).unwrap();
+    assert_eq!(kept.len(), 8_000, "the acknowledged bytes are on disk");
+
+    // Reconnected: UploadBegin again tells where to continue; a wrong offset keeps nothing.
+    let again = server.sign_in("resident-01-1a", Wire::Json).await;
+    let s = again
+        .upload_begin(begin("clip-1", clip.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 8_000);
+    let wrong = again
+        .upload_chunk("clip-1", 7_000, clip[7_000..9_000].to_vec())
+        .await;
+    assert_eq!(code_of(wrong), ErrorCode::UploadOffset);
+    let s = again
+        .upload_begin(begin("clip-1", clip.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 8_000);
+
+    // The rest, through the resuming helper: the same id as the same bytes over HTTP.
+    let stored = again
+        .upload("clip-1", MediaKind::Voice, &clip, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(stored.kind(), MediaKind::Voice);
+    assert!((i64::from(stored.duration_ms) - 1_000).abs() <= 50);
+    let rtoken = token(&server, "resident-01-1a").await;
+    let (status, http) = post(&server, &rtoken, None, clip.clone()).await;
+    assert_eq!(status, 200, "{http}");
+    assert_eq!(http["id"].as_str(), Some(stored.id.as_str()));
+    assert_eq!(
+        std::fs::read_dir(&partial).unwrap().count(),
+        0,
+        "no partial left"
+    );
+    let served = get(
+        &server,
+        Some(&rtoken),
+        &format!("/media/{}", stored.id),
+        None,
+    )
+    .await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.bytes().await.unwrap().as_ref(), clip.as_slice());
+
+    // Oversize is refused up front (nothing is created); a declared sha-256 is checked.
+    let max = server_config_max_voice();
+    let big = again.upload_begin(begin("big", max + 1)).await;
+    assert_eq!(code_of(big), ErrorCode::MediaTooLarge);
+    assert!(!partial.join(format!("{account}-big")).exists());
+    let mut lying = begin("liar", clip.len() as u64);
+    lying.sha256 = "0".repeat(64);
+    again.upload_begin(lying).await.unwrap();
+    let bad = again.upload_chunk("liar", 0, clip.clone()).await;
+    assert_eq!(code_of(bad), ErrorCode::MediaRejected);
+    assert_eq!(std::fs::read_dir(&partial).unwrap().count(), 0);
+    server.stop().await;
+}
+
+fn server_config_max_voice() -> u64 {
+    lianxin_server::config::MediaConfig::default().max_voice_bytes
+}

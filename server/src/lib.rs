@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod collect;
 pub mod config;
 pub mod http;
 pub mod media;

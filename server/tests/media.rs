@@ -443,3 +443,79 @@ async fn chunked_uploads_resume_after_a_dropped_connection() {
 fn server_config_max_voice() -> u64 {
     lianxin_server::config::MediaConfig::default().max_voice_bytes
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_no_message_references_are_collected_after_the_ttl() {
+    use lianxin_client::v1::{MediaKind, UploadBegin};
+    use lianxin_server::collect::{Collected, collect_now};
+    use lianxin_server::config::MediaConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let config = MediaConfig::default();
+    let worker_id = server.account_id("worker-01-1a");
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let rtoken = token(&server, "resident-01-1a").await;
+    let p = resident
+        .submit_petition(complaint(worker_id, "路灯不亮"))
+        .await
+        .unwrap();
+    let (_, unused) = post(&server, &rtoken, None, gps_jpeg(400, 300)).await;
+    let (_, used) = post(&server, &rtoken, None, wav(800, 8_000)).await;
+    let unused_id = unused["id"].as_str().unwrap().to_owned();
+    let used_id = used["id"].as_str().unwrap().to_owned();
+    resident
+        .send_message_with_media(p.id, "", "m-1", vec![used_id.clone()])
+        .await
+        .unwrap();
+    resident
+        .upload_begin(UploadBegin {
+            upload_id: "left-behind".into(),
+            kind: MediaKind::Voice as i32,
+            total_size: 1_000,
+            sha256: String::new(),
+        })
+        .await
+        .unwrap();
+    resident
+        .upload_chunk("left-behind", 0, vec![0; 100])
+        .await
+        .unwrap();
+    let store = server.county.store().clone();
+    let file = |id: &str| store.media_path(&lianxin_storage::media::parse_sha(id).unwrap());
+    let thumb = unused["thumbnailId"].as_str().unwrap().to_owned();
+    assert!(file(&unused_id).exists() && file(&thumb).exists());
+
+    // Within the TTL nothing goes.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(23 * 3_600));
+    assert_eq!(
+        collect_now(&server.county, &config).unwrap(),
+        Collected::default()
+    );
+    // Past it, the unreferenced photo (and its thumbnail) and the abandoned partial go.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(2 * 3_600));
+    assert_eq!(
+        collect_now(&server.county, &config).unwrap(),
+        Collected {
+            media: 1,
+            partials: 1
+        }
+    );
+    let gone = get(&server, Some(&rtoken), &format!("/media/{unused_id}"), None).await;
+    assert_eq!(gone.status(), 404);
+    assert!(!file(&unused_id).exists() && !file(&thumb).exists());
+    let kept = get(&server, Some(&rtoken), &format!("/media/{used_id}"), None).await;
+    assert_eq!(kept.status(), 200);
+    assert!(file(&used_id).exists());
+    let partial = dir.path().join("media/partial");
+    assert_eq!(std::fs::read_dir(&partial).unwrap().count(), 0);
+    let resumed = resident
+        .upload_chunk("left-behind", 100, vec![0; 100])
+        .await;
+    assert_eq!(code_of(resumed), lianxin_client::v1::ErrorCode::NotFound);
+    server.stop().await;
+}

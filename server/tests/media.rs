@@ -468,6 +468,18 @@ async fn uploads_no_message_references_are_collected_after_the_ttl() {
         .send_message_with_media(p.id, "", "m-1", vec![used_id.clone()])
         .await
         .unwrap();
+    // A resend of that client_msg_id with other media is a duplicate: its media stays unreferenced.
+    let (_, resent) = post(&server, &rtoken, None, wav(700, 8_000)).await;
+    let resent_id = resent["id"].as_str().unwrap().to_owned();
+    let dup = resident
+        .send_message_with_media(p.id, "", "m-1", vec![resent_id.clone()])
+        .await
+        .unwrap();
+    assert!(dup.duplicate);
+    let store = server.county.store().clone();
+    let resent_sha = lianxin_storage::media::parse_sha(&resent_id).unwrap();
+    assert!(store.media_petitions(&resent_sha).unwrap().is_empty());
+    assert!(!store.media_info(&resent_sha).unwrap().unwrap().referenced);
     resident
         .upload_begin(UploadBegin {
             upload_id: "left-behind".into(),
@@ -481,7 +493,6 @@ async fn uploads_no_message_references_are_collected_after_the_ttl() {
         .upload_chunk("left-behind", 0, vec![0; 100])
         .await
         .unwrap();
-    let store = server.county.store().clone();
     let file = |id: &str| store.media_path(&lianxin_storage::media::parse_sha(id).unwrap());
     let thumb = unused["thumbnailId"].as_str().unwrap().to_owned();
     assert!(file(&unused_id).exists() && file(&thumb).exists());
@@ -494,14 +505,15 @@ async fn uploads_no_message_references_are_collected_after_the_ttl() {
         collect_now(&server.county, &config).unwrap(),
         Collected::default()
     );
-    // Past it, the unreferenced photo (and its thumbnail) and the abandoned partial go.
+    // Past it, the unreferenced photo (and its thumbnail), the clip of the duplicate and the
+    // abandoned partial go.
     server
         .clock
         .advance(std::time::Duration::from_secs(2 * 3_600));
     assert_eq!(
         collect_now(&server.county, &config).unwrap(),
         Collected {
-            media: 1,
+            media: 2,
             partials: 1
         }
     );

@@ -70,9 +70,6 @@ pub enum UploadError {
         /// The hash of what arrived.
         got: String,
     },
-    /// The bytes are another kind of media than declared.
-    #[error("the uploaded bytes are not of the declared kind")]
-    KindMismatch,
     /// The media checks refused the bytes (or the declared size).
     #[error(transparent)]
     Media(#[from] MediaError),
@@ -93,7 +90,7 @@ impl UploadError {
             UploadError::Unknown(_) => ErrorCode::NotFound,
             UploadError::Conflict(_) => ErrorCode::Conflict,
             UploadError::Offset { .. } => ErrorCode::UploadOffset,
-            UploadError::ShaMismatch { .. } | UploadError::KindMismatch => ErrorCode::MediaRejected,
+            UploadError::ShaMismatch { .. } => ErrorCode::MediaRejected,
             UploadError::Media(e) => e.code(),
             UploadError::Io(_) => ErrorCode::Unavailable,
         }

@@ -352,6 +352,7 @@ async fn messages_carry_media_that_the_petitions_participants_may_fetch() {
 async fn chunked_uploads_resume_after_a_dropped_connection() {
     use lianxin_client::UploadProgress;
     use lianxin_client::v1::{ErrorCode, MediaKind, UploadBegin};
+    use sha2::Digest;
 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
@@ -425,6 +426,25 @@ async fn chunked_uploads_resume_after_a_dropped_connection() {
     .await;
     assert_eq!(served.status(), 200);
     assert_eq!(served.bytes().await.unwrap().as_ref(), clip.as_slice());
+
+    // Bytes of another kind than declared are refused before anything is stored.
+    let other = wav(600, 8_000);
+    let as_image = UploadBegin {
+        kind: MediaKind::Image as i32,
+        ..begin("not-a-photo", other.len() as u64)
+    };
+    again.upload_begin(as_image).await.unwrap();
+    let refused = again.upload_chunk("not-a-photo", 0, other.clone()).await;
+    assert_eq!(code_of(refused), ErrorCode::MediaRejected);
+    let other_sha: [u8; 32] = sha2::Sha256::digest(&other).into();
+    assert!(
+        server
+            .county
+            .store()
+            .media_info(&other_sha)
+            .unwrap()
+            .is_none()
+    );
 
     // Oversize is refused up front (nothing is created); a declared sha-256 is checked.
     let max = server_config_max_voice();

@@ -551,3 +551,40 @@ async fn uploads_no_message_references_are_collected_after_the_ttl() {
     assert_eq!(code_of(resumed), lianxin_client::v1::ErrorCode::NotFound);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_upload_survives_a_restart() {
+    use lianxin_client::v1::{ErrorCode, MediaKind, UploadBegin};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clip = wav(500, 8_000);
+    let begin = UploadBegin {
+        upload_id: "across-restart".into(),
+        kind: MediaKind::Voice as i32,
+        total_size: clip.len() as u64,
+        sha256: String::new(),
+    };
+    let server = TestServer::start(dir.path()).await;
+    let c = server.sign_in("resident-01-1a", Wire::Binary).await;
+    c.upload_begin(begin.clone()).await.unwrap();
+    c.upload_chunk("across-restart", 0, clip[..3_000].to_vec())
+        .await
+        .unwrap();
+    // Past the declared size: refused, nothing kept.
+    let past = c
+        .upload_chunk("across-restart", 3_000, clip[2_000..].to_vec())
+        .await;
+    assert_eq!(code_of(past), ErrorCode::InvalidArgument);
+    drop(c);
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let c = server.sign_in("resident-01-1a", Wire::Binary).await;
+    assert_eq!(c.upload_begin(begin).await.unwrap().offset, 3_000);
+    let stored = c
+        .upload("across-restart", MediaKind::Voice, &clip, 4_096)
+        .await
+        .unwrap();
+    assert_eq!(stored.size, clip.len() as u64);
+    server.stop().await;
+}

@@ -529,10 +529,14 @@ async fn message(
     let mut p = outcome.petition;
     refresh_next_step(&state.county, &mut p);
     let seq = p.last_seq + 1;
+    // Recorded before the commit, so that whoever sees the message may fetch its media; the new
+    // ones are undone below if the message is not stored.
+    let mut new_refs = Vec::new();
     for m in &media {
-        if let Some(sha) = parse_sha(&m.id) {
-            // Recorded before the commit, so that whoever sees the message may fetch its media.
-            state.county.store().media_reference(&sha, p.id)?;
+        if let Some(sha) = parse_sha(&m.id)
+            && state.county.store().media_reference(&sha, p.id)?
+        {
+            new_refs.push(sha);
         }
     }
     let mut entries = vec![Entry {
@@ -573,12 +577,32 @@ async fn message(
             ack: ack.encode_to_vec(),
         }),
     };
-    match store_and_publish(state, commit).await? {
-        Ok(()) => {
+    match store_and_publish(state, commit).await {
+        Ok(Ok(())) => {
             metrics::counter!("lianxin_messages_total").increment(1);
             Ok(PetitionReply::Ack(ack))
         }
-        Err(stored) => duplicate_ack(&stored),
+        Ok(Err(stored)) => {
+            // The earlier message of this client_msg_id is the stored one, not this one.
+            unreference(state, &new_refs, petition_id);
+            duplicate_ack(&stored)
+        }
+        Err(e) => {
+            // A failed flush may still have applied the commit (storage is followed above).
+            if state.petition.last_seq < seq {
+                unreference(state, &new_refs, petition_id);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Forgets the media references of a message that was not stored.
+fn unreference(state: &PetitionActorState, shas: &[lianxin_storage::media::Sha], petition_id: u64) {
+    for sha in shas {
+        if let Err(e) = state.county.store().media_unreference(sha, petition_id) {
+            tracing::warn!(error = %e, "a media reference of an unstored message stays");
+        }
     }
 }
 

@@ -20,12 +20,12 @@ use lianxin_protocol::{
     v1::{
         AddPoints, AppraisalReport, Authenticate, Board, BoardUpdate, ClientFrame, ClosePetition,
         EscalatePetition, Event, GetBoardPetitions, GetHistory, GetInbox, GetMyGrid, GetPetition,
-        GetReport, GridInfo, HistoryPage, ListPetitions, LookupAddress, MarkRead, MessageAck,
-        Petition, PetitionDetail, PetitionPage, Ping, Pong, RatePetition, RatingLevel, Register,
-        ReopenPetition, Reply, ResolvePetition, SendMessage, ServerFrame, SetOnDuty, SignIn,
-        SignOut, SignOutEverywhere, SignedIn, SubmitPetition, Subscribe, Subscribed,
-        TransferPetition, UnwatchBoard, WatchBoard, WithdrawPetition, client_frame::Request, reply,
-        server_frame,
+        GetReport, GridInfo, HistoryPage, ListPetitions, LookupAddress, MarkRead, MediaAttachment,
+        MediaKind, MessageAck, Petition, PetitionDetail, PetitionPage, Ping, Pong, RatePetition,
+        RatingLevel, Register, ReopenPetition, Reply, ResolvePetition, SendMessage, ServerFrame,
+        SetOnDuty, SignIn, SignOut, SignOutEverywhere, SignedIn, SubmitPetition, Subscribe,
+        Subscribed, TransferPetition, UnwatchBoard, UploadBegin, UploadChunk, UploadStatus,
+        WatchBoard, WithdrawPetition, client_frame::Request, reply, server_frame,
     },
 };
 use tokio::{
@@ -49,6 +49,15 @@ use crate::{
 };
 
 type Ws = WebSocketStream<TcpStream>;
+
+/// Where a chunked upload stands after a chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UploadProgress {
+    /// More bytes are expected from this offset.
+    At(UploadStatus),
+    /// The upload is complete and stored.
+    Done(MediaAttachment),
+}
 
 /// The device label sent with [`Client::sign_in`] and [`Client::register`].
 pub const DEFAULT_DEVICE: &str = "lianxin-client";
@@ -698,6 +707,75 @@ impl Client {
             media_ids,
         });
         expect_result!(self.request(request).await?, MessageAck, "messageAck")
+    }
+
+    /// Starts a chunked upload (or learns the offset an earlier one of this id continues from).
+    pub async fn upload_begin(&self, begin: UploadBegin) -> Result<UploadStatus, ClientError> {
+        let result = self.request(Request::UploadBegin(begin)).await?;
+        expect_result!(result, UploadStatus, "uploadStatus")
+    }
+
+    /// Sends one chunk at `offset`: the upload's new status, or the stored item after the last.
+    pub async fn upload_chunk(
+        &self,
+        upload_id: impl Into<String>,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<UploadProgress, ClientError> {
+        let request = Request::UploadChunk(UploadChunk {
+            upload_id: upload_id.into(),
+            offset,
+            data,
+        });
+        match self.request(request).await? {
+            reply::Result::UploadStatus(s) => Ok(UploadProgress::At(s)),
+            reply::Result::Media(m) => Ok(UploadProgress::Done(m)),
+            other => Err(ClientError::UnexpectedReply {
+                expected: "uploadStatus or media",
+                got: result_name(&other).to_owned(),
+            }),
+        }
+    }
+
+    /// Uploads `bytes` in chunks of `chunk_size` under `upload_id`, continuing from the offset the
+    /// server reports (so calling it again after a dropped connection resumes the upload).
+    pub async fn upload(
+        &self,
+        upload_id: impl Into<String>,
+        kind: MediaKind,
+        bytes: &[u8],
+        chunk_size: usize,
+    ) -> Result<MediaAttachment, ClientError> {
+        let upload_id = upload_id.into();
+        let status = self
+            .upload_begin(UploadBegin {
+                upload_id: upload_id.clone(),
+                kind: kind as i32,
+                total_size: bytes.len() as u64,
+                sha256: String::new(),
+            })
+            .await?;
+        let chunk_size = chunk_size.max(1);
+        let mut offset = usize::try_from(status.offset).unwrap_or(usize::MAX);
+        loop {
+            let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) else {
+                return Err(ClientError::UnexpectedReply {
+                    expected: "an offset within the upload",
+                    got: offset.to_string(),
+                });
+            };
+            let end = rest.len().min(chunk_size);
+            let data = rest.get(..end).unwrap_or_default().to_vec();
+            match self
+                .upload_chunk(upload_id.clone(), offset as u64, data)
+                .await?
+            {
+                UploadProgress::Done(m) => return Ok(m),
+                UploadProgress::At(s) => {
+                    offset = usize::try_from(s.offset).unwrap_or(usize::MAX);
+                }
+            }
+        }
     }
 
     /// Marks a petition read up to `seq`.

@@ -92,6 +92,8 @@ pub fn result_name(result: &reply::Result) -> &'static str {
         reply::Result::Grid(_) => "grid",
         reply::Result::Board(_) => "board",
         reply::Result::Report(_) => "report",
+        reply::Result::UploadStatus(_) => "uploadStatus",
+        reply::Result::Media(_) => "media",
     }
 }
 

@@ -36,7 +36,8 @@ pub mod report;
 mod mock;
 
 pub use client::{
-    Client, ConnectOptions, DEFAULT_DEVICE, decode_server_message, encode_client_frame,
+    Client, ConnectOptions, DEFAULT_DEVICE, UploadProgress, decode_server_message,
+    encode_client_frame,
 };
 pub use error::{ClientError, into_result, result_name};
 pub use lianxin_protocol::{self, Wire, v1};

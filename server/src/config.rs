@@ -109,6 +109,8 @@ pub struct MediaConfig {
     pub max_voice_secs: u32,
     /// Hours after which an upload no message references is deleted.
     pub unreferenced_ttl_hours: u64,
+    /// Seconds between collections of unreferenced and abandoned uploads (0: never).
+    pub collect_interval_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -118,6 +120,7 @@ impl Default for MediaConfig {
             max_voice_bytes: 2 * 1024 * 1024,
             max_voice_secs: 120,
             unreferenced_ttl_hours: 24,
+            collect_interval_secs: 3_600,
         }
     }
 }

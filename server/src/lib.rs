@@ -14,11 +14,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod collect;
 pub mod config;
 pub mod http;
 pub mod media;
 pub mod seed;
 pub mod server;
 pub mod session;
+pub mod upload;
 pub mod web;
 pub mod webhook;

@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::collect;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::seed;
@@ -49,6 +50,8 @@ pub struct Server {
     seeded: Option<seed::DemoSummary>,
     /// The bad-review webhook's task, when one is configured.
     webhook: Option<tokio::task::JoinHandle<()>>,
+    /// The periodic collection of unreferenced and abandoned uploads, unless turned off.
+    collector: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -85,12 +88,14 @@ impl Server {
         };
         let county = County::start(store, clock, settings).await?;
         let webhook = webhook::spawn(&county, config.webhook.clone());
+        let collector = collect::spawn(&county, config.media.clone());
         Ok(Server {
             county,
             config: Arc::new(config),
             metrics,
             seeded,
             webhook,
+            collector,
         })
     }
 
@@ -164,6 +169,10 @@ impl Server {
             // Unfinished deliveries stay in storage and go out after the next start.
             webhook.abort();
             let _ = webhook.await;
+        }
+        if let Some(collector) = self.collector {
+            collector.abort();
+            let _ = collector.await;
         }
         self.county.shutdown().await?;
         tracing::info!("storage flushed; bye");

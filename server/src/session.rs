@@ -20,9 +20,9 @@ use lianxin_actors::petition::{CallerInfo, PetitionReply, PetitionRequest};
 use lianxin_protocol::codec::{self, Wire};
 use lianxin_protocol::reply;
 use lianxin_protocol::v1::{
-    BoardUpdate, ClientFrame, Empty, ErrorCode, EscalationTarget, Event, PetitionResult,
-    PointsEntry, Pong, RatingLevel, ServerFrame, SignedIn, Subscribed, client_frame::Request,
-    reply::Result as R, server_frame,
+    BoardUpdate, ClientFrame, Empty, ErrorCode, EscalationTarget, Event, MediaKind, PetitionResult,
+    PointsEntry, Pong, RatingLevel, ServerFrame, SignedIn, Subscribed, UploadChunk,
+    client_frame::Request, reply::Result as R, server_frame,
 };
 use lianxin_storage::AccountRecord;
 use prost::Message as _;
@@ -585,6 +585,19 @@ impl Session {
                 )?;
                 Ok(R::Ok(Empty {}))
             }
+            Request::UploadBegin(b) => {
+                let dir = crate::upload::partial_dir(county.store().media_dir());
+                let limits = self.app.config.media.limits();
+                let account = who.caller.account_id;
+                let now = county.clock().now_ms();
+                let status = tokio::task::spawn_blocking(move || {
+                    crate::upload::begin(&dir, account, &b, &limits, now)
+                })
+                .await
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))??;
+                Ok(R::UploadStatus(status))
+            }
+            Request::UploadChunk(c) => self.upload_chunk(c, who.caller.account_id).await,
             Request::SetOnDuty(d) => {
                 county.set_on_duty(&who, d.on_duty).await?;
                 Ok(R::Ok(lianxin_protocol::v1::Empty {}))
@@ -597,6 +610,55 @@ impl Session {
                 Err(Refusal::new(ErrorCode::Internal, "request routed twice"))
             }
         }
+    }
+
+    /// Appends a chunk; the last one is checked, processed and stored like `POST /media`.
+    async fn upload_chunk(&mut self, c: UploadChunk, account: u64) -> Result<R, Refusal> {
+        let county = self.app.county.clone();
+        let dir = crate::upload::partial_dir(county.store().media_dir());
+        let upload_id = c.upload_id.clone();
+        let d = dir.clone();
+        let outcome = tokio::task::spawn_blocking(move || crate::upload::chunk(&d, account, &c))
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))??;
+        let finished = match outcome {
+            crate::upload::ChunkOutcome::Status(s) => return Ok(R::UploadStatus(s)),
+            crate::upload::ChunkOutcome::Finished(f) => f,
+        };
+        let limits = self.app.config.media.limits();
+        let store = county.store().clone();
+        let now = county.clock().now_ms();
+        // The declared kind is checked like a `Content-Type` over HTTP, before anything is stored.
+        let claimed = match MediaKind::try_from(finished.declared.kind) {
+            Ok(MediaKind::Image) => "image/*",
+            _ => "audio/*",
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            crate::media::store_upload(
+                &store,
+                &finished.bytes,
+                Some(claimed),
+                &limits,
+                account,
+                now,
+            )
+        })
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        let attachment = match result {
+            Ok(done) => done,
+            Err(refusal) => {
+                // Bytes the checks refuse will never pass: the upload is over. Storage failures
+                // keep the partial, so the last chunk can be sent again.
+                if refusal.code != ErrorCode::Unavailable {
+                    crate::upload::remove(&dir, account, &upload_id);
+                }
+                return Err(Refusal::new(refusal.code, refusal.message));
+            }
+        };
+        crate::upload::remove(&dir, account, &upload_id);
+        county.store().durable().await.map_err(DomainError::from)?;
+        Ok(R::Media(attachment))
     }
 
     async fn on_push(&mut self, push: Option<Push>) -> Result<(), Option<Ending>> {
@@ -776,6 +838,15 @@ impl From<DomainError> for Refusal {
     }
 }
 
+impl From<crate::upload::UploadError> for Refusal {
+    fn from(e: crate::upload::UploadError) -> Self {
+        Refusal {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<AuthError> for Refusal {
     fn from(e: AuthError) -> Self {
         let code = match &e {
@@ -824,6 +895,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::GetBoardPetitions(_) => "get_board_petitions",
         Request::GetReport(_) => "get_report",
         Request::AddPoints(_) => "add_points",
+        Request::UploadBegin(_) => "upload_begin",
+        Request::UploadChunk(_) => "upload_chunk",
     }
 }
 

@@ -347,3 +347,244 @@ async fn messages_carry_media_that_the_petitions_participants_may_fetch() {
     assert!((i64::from(entry.media[0].duration_ms) - 1_000).abs() <= 50);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_uploads_resume_after_a_dropped_connection() {
+    use lianxin_client::UploadProgress;
+    use lianxin_client::v1::{ErrorCode, MediaKind, UploadBegin};
+    use sha2::Digest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let clip = wav(1_000, 8_000);
+    let begin = |id: &str, total: u64| UploadBegin {
+        upload_id: id.into(),
+        kind: MediaKind::Voice as i32,
+        total_size: total,
+        sha256: String::new(),
+    };
+
+    // Two chunks, then the client vanishes without a close frame.
+    let first = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let s = first
+        .upload_begin(begin("clip-1", clip.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 0);
+    for at in [0usize, 4_000] {
+        let p = first
+            .upload_chunk("clip-1", at as u64, clip[at..at + 4_000].to_vec())
+            .await
+            .unwrap();
+        assert!(matches!(p, UploadProgress::At(ref s) if s.offset == at as u64 + 4_000));
+    }
+    drop(first);
+    let partial = dir.path().join("media/partial");
+    let account = server.account_id("resident-01-1a");
+    let kept = std::fs::metadata(partial.join(format!("{account}-clip-1"))).unwrap();
+    assert_eq!(kept.len(), 8_000, "the acknowledged bytes are on disk");
+
+    // Reconnected: UploadBegin again tells where to continue; a wrong offset keeps nothing.
+    let again = server.sign_in("resident-01-1a", Wire::Json).await;
+    let s = again
+        .upload_begin(begin("clip-1", clip.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 8_000);
+    let wrong = again
+        .upload_chunk("clip-1", 7_000, clip[7_000..9_000].to_vec())
+        .await;
+    assert_eq!(code_of(wrong), ErrorCode::UploadOffset);
+    let s = again
+        .upload_begin(begin("clip-1", clip.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 8_000);
+
+    // The rest, through the resuming helper: the same id as the same bytes over HTTP.
+    let stored = again
+        .upload("clip-1", MediaKind::Voice, &clip, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(stored.kind(), MediaKind::Voice);
+    assert!((i64::from(stored.duration_ms) - 1_000).abs() <= 50);
+    let rtoken = token(&server, "resident-01-1a").await;
+    let (status, http) = post(&server, &rtoken, None, clip.clone()).await;
+    assert_eq!(status, 200, "{http}");
+    assert_eq!(http["id"].as_str(), Some(stored.id.as_str()));
+    assert_eq!(
+        std::fs::read_dir(&partial).unwrap().count(),
+        0,
+        "no partial left"
+    );
+    let served = get(
+        &server,
+        Some(&rtoken),
+        &format!("/media/{}", stored.id),
+        None,
+    )
+    .await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.bytes().await.unwrap().as_ref(), clip.as_slice());
+
+    // Bytes of another kind than declared are refused before anything is stored.
+    let other = wav(600, 8_000);
+    let as_image = UploadBegin {
+        kind: MediaKind::Image as i32,
+        ..begin("not-a-photo", other.len() as u64)
+    };
+    again.upload_begin(as_image).await.unwrap();
+    let refused = again.upload_chunk("not-a-photo", 0, other.clone()).await;
+    assert_eq!(code_of(refused), ErrorCode::MediaRejected);
+    let other_sha: [u8; 32] = sha2::Sha256::digest(&other).into();
+    assert!(
+        server
+            .county
+            .store()
+            .media_info(&other_sha)
+            .unwrap()
+            .is_none()
+    );
+
+    // Oversize is refused up front (nothing is created); a declared sha-256 is checked.
+    let max = server_config_max_voice();
+    let big = again.upload_begin(begin("big", max + 1)).await;
+    assert_eq!(code_of(big), ErrorCode::MediaTooLarge);
+    assert!(!partial.join(format!("{account}-big")).exists());
+    let mut lying = begin("liar", clip.len() as u64);
+    lying.sha256 = "0".repeat(64);
+    again.upload_begin(lying).await.unwrap();
+    let bad = again.upload_chunk("liar", 0, clip.clone()).await;
+    assert_eq!(code_of(bad), ErrorCode::MediaRejected);
+    assert_eq!(std::fs::read_dir(&partial).unwrap().count(), 0);
+    server.stop().await;
+}
+
+fn server_config_max_voice() -> u64 {
+    lianxin_server::config::MediaConfig::default().max_voice_bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_no_message_references_are_collected_after_the_ttl() {
+    use lianxin_client::v1::{MediaKind, UploadBegin};
+    use lianxin_server::collect::{Collected, collect_now};
+    use lianxin_server::config::MediaConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let config = MediaConfig::default();
+    let worker_id = server.account_id("worker-01-1a");
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let rtoken = token(&server, "resident-01-1a").await;
+    let p = resident
+        .submit_petition(complaint(worker_id, "路灯不亮"))
+        .await
+        .unwrap();
+    let (_, unused) = post(&server, &rtoken, None, gps_jpeg(400, 300)).await;
+    let (_, used) = post(&server, &rtoken, None, wav(800, 8_000)).await;
+    let unused_id = unused["id"].as_str().unwrap().to_owned();
+    let used_id = used["id"].as_str().unwrap().to_owned();
+    resident
+        .send_message_with_media(p.id, "", "m-1", vec![used_id.clone()])
+        .await
+        .unwrap();
+    // A resend of that client_msg_id with other media is a duplicate: its media stays unreferenced.
+    let (_, resent) = post(&server, &rtoken, None, wav(700, 8_000)).await;
+    let resent_id = resent["id"].as_str().unwrap().to_owned();
+    let dup = resident
+        .send_message_with_media(p.id, "", "m-1", vec![resent_id.clone()])
+        .await
+        .unwrap();
+    assert!(dup.duplicate);
+    let store = server.county.store().clone();
+    let resent_sha = lianxin_storage::media::parse_sha(&resent_id).unwrap();
+    assert!(store.media_petitions(&resent_sha).unwrap().is_empty());
+    assert!(!store.media_info(&resent_sha).unwrap().unwrap().referenced);
+    resident
+        .upload_begin(UploadBegin {
+            upload_id: "left-behind".into(),
+            kind: MediaKind::Voice as i32,
+            total_size: 1_000,
+            sha256: String::new(),
+        })
+        .await
+        .unwrap();
+    resident
+        .upload_chunk("left-behind", 0, vec![0; 100])
+        .await
+        .unwrap();
+    let file = |id: &str| store.media_path(&lianxin_storage::media::parse_sha(id).unwrap());
+    let thumb = unused["thumbnailId"].as_str().unwrap().to_owned();
+    assert!(file(&unused_id).exists() && file(&thumb).exists());
+
+    // Within the TTL nothing goes.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(23 * 3_600));
+    assert_eq!(
+        collect_now(&server.county, &config).unwrap(),
+        Collected::default()
+    );
+    // Past it, the unreferenced photo (and its thumbnail), the clip of the duplicate and the
+    // abandoned partial go.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(2 * 3_600));
+    assert_eq!(
+        collect_now(&server.county, &config).unwrap(),
+        Collected {
+            media: 2,
+            partials: 1
+        }
+    );
+    let gone = get(&server, Some(&rtoken), &format!("/media/{unused_id}"), None).await;
+    assert_eq!(gone.status(), 404);
+    assert!(!file(&unused_id).exists() && !file(&thumb).exists());
+    let kept = get(&server, Some(&rtoken), &format!("/media/{used_id}"), None).await;
+    assert_eq!(kept.status(), 200);
+    assert!(file(&used_id).exists());
+    let partial = dir.path().join("media/partial");
+    assert_eq!(std::fs::read_dir(&partial).unwrap().count(), 0);
+    let resumed = resident
+        .upload_chunk("left-behind", 100, vec![0; 100])
+        .await;
+    assert_eq!(code_of(resumed), lianxin_client::v1::ErrorCode::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_upload_survives_a_restart() {
+    use lianxin_client::v1::{ErrorCode, MediaKind, UploadBegin};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clip = wav(500, 8_000);
+    let begin = UploadBegin {
+        upload_id: "across-restart".into(),
+        kind: MediaKind::Voice as i32,
+        total_size: clip.len() as u64,
+        sha256: String::new(),
+    };
+    let server = TestServer::start(dir.path()).await;
+    let c = server.sign_in("resident-01-1a", Wire::Binary).await;
+    c.upload_begin(begin.clone()).await.unwrap();
+    c.upload_chunk("across-restart", 0, clip[..3_000].to_vec())
+        .await
+        .unwrap();
+    // Past the declared size: refused, nothing kept.
+    let past = c
+        .upload_chunk("across-restart", 3_000, clip[2_000..].to_vec())
+        .await;
+    assert_eq!(code_of(past), ErrorCode::InvalidArgument);
+    drop(c);
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let c = server.sign_in("resident-01-1a", Wire::Binary).await;
+    assert_eq!(c.upload_begin(begin).await.unwrap().offset, 3_000);
+    let stored = c
+        .upload("across-restart", MediaKind::Voice, &clip, 4_096)
+        .await
+        .unwrap();
+    assert_eq!(stored.size, clip.len() as u64);
+    server.stop().await;
+}

@@ -176,14 +176,33 @@ impl Store {
             .contains_key(owner_key(account_id, sha))?)
     }
 
-    /// Records that a message of a petition references the item, and marks it referenced.
-    pub fn media_reference(&self, sha: &Sha, petition_id: u64) -> Result<()> {
-        self.trees
+    /// Records that a message of a petition references the item, and marks it referenced; returns
+    /// whether the petition did not reference it before.
+    pub fn media_reference(&self, sha: &Sha, petition_id: u64) -> Result<bool> {
+        let old = self
+            .trees
             .sha_petitionid
             .insert(petition_key(sha, petition_id), &[][..])?;
+        self.set_referenced(sha, true)?;
+        Ok(old.is_none())
+    }
+
+    /// Undoes a [`Store::media_reference`] whose message was not stored: forgets the petition and,
+    /// when no petition references the item any more, makes it collectable again.
+    pub fn media_unreference(&self, sha: &Sha, petition_id: u64) -> Result<()> {
+        self.trees
+            .sha_petitionid
+            .remove(petition_key(sha, petition_id))?;
+        if self.media_petitions(sha)?.is_empty() {
+            self.set_referenced(sha, false)?;
+        }
+        Ok(())
+    }
+
+    fn set_referenced(&self, sha: &Sha, referenced: bool) -> Result<()> {
         self.trees.sha_media.fetch_and_update(sha, |old| {
             let mut info = MediaInfo::decode(old?).ok()?;
-            info.referenced = true;
+            info.referenced = referenced;
             Some(info.encode_to_vec())
         })?;
         Ok(())
@@ -310,12 +329,33 @@ mod tests {
         let thumb = parse_sha(&stored.thumbnail_id).unwrap();
         assert_eq!(std::fs::read(store.media_path(&thumb)).unwrap(), b"thumb");
         assert_eq!(store.media_unreferenced_before(2000).unwrap().len(), 1);
-        store.media_reference(&sha, 42).unwrap();
-        store.media_reference(&sha, 7).unwrap();
+        assert!(store.media_reference(&sha, 42).unwrap());
+        assert!(store.media_reference(&sha, 7).unwrap());
+        assert!(
+            !store.media_reference(&sha, 7).unwrap(),
+            "not new the second time"
+        );
         assert_eq!(store.media_petitions(&sha).unwrap(), vec![7, 42]);
         assert!(store.media_info(&sha).unwrap().unwrap().referenced);
         assert!(store.media_unreferenced_before(2000).unwrap().is_empty());
         assert!(!store.media_delete_unreferenced(&sha).unwrap());
+    }
+
+    #[test]
+    fn an_undone_reference_makes_the_item_collectable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::StoreConfig::new(dir.path())).unwrap();
+        let (stored, _) = store.media_put(b"clip", None, info(1)).unwrap();
+        let sha = parse_sha(&stored.media.unwrap().id).unwrap();
+        store.media_reference(&sha, 42).unwrap();
+        store.media_reference(&sha, 7).unwrap();
+        store.media_unreference(&sha, 7).unwrap();
+        assert_eq!(store.media_petitions(&sha).unwrap(), vec![42]);
+        assert!(store.media_info(&sha).unwrap().unwrap().referenced);
+        store.media_unreference(&sha, 42).unwrap();
+        assert!(store.media_petitions(&sha).unwrap().is_empty());
+        assert!(!store.media_info(&sha).unwrap().unwrap().referenced);
+        assert!(store.media_delete_unreferenced(&sha).unwrap());
     }
 
     #[test]

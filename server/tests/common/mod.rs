@@ -252,7 +252,10 @@ impl ChildServer {
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut sent = false;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if !sent && let Some(at) = line.find("ws://") {
                     let url: String = line[at..]
                         .chars()

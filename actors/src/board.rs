@@ -419,19 +419,3 @@ fn same_figures(a: &Board, b: &Board) -> bool {
         && a.overdue == b.overdue
         && a.bucket_counts == b.bucket_counts
 }
-
-/// Starts a task that ticks the board actor every `every` until the actor stops.
-pub fn spawn_ticker(board: ActorRef<BoardMsg>, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            // Wait for the tick to finish, so that ticks never pile up behind a slow one.
-            match board.call(|reply| BoardMsg::Tick(Some(reply)), None).await {
-                Ok(ractor::rpc::CallResult::Success(())) => {}
-                _ => return,
-            }
-        }
-    })
-}

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorRef};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::board::{self, BoardActor, BoardMsg};
+use crate::board::{BoardActor, BoardMsg};
 use crate::clock::SharedClock;
 use crate::domain::access::{self, Caller};
 use crate::domain::appraisal::AppraisalConfig;
@@ -28,7 +28,8 @@ use crate::error::{DomainError, DomainResult};
 use crate::grid::{GridActor, GridMsg, NewPetition};
 use crate::hub::Hub;
 use crate::petition::{CallerInfo, PetitionCall, PetitionMsg, PetitionReply, PetitionRequest};
-use crate::supervisor::{SupervisorActor, SupervisorMsg, TickReport, spawn_ticker};
+use crate::supervisor::{SupervisorActor, SupervisorMsg, TickReport};
+use crate::ticker::spawn_ticker;
 use crate::worker::WorkerMsg;
 
 /// Limits and timeouts of the domain.
@@ -226,13 +227,23 @@ impl County {
             .await
             .map_err(|e| DomainError::Unavailable(format!("supervisor did not start: {e}")))?;
         if let Some(every) = county.0.settings.supervision_tick {
-            spawn_ticker(supervisor.clone(), every, county.0.stop_ticker.clone());
+            spawn_ticker(
+                supervisor.clone(),
+                every,
+                county.0.stop_ticker.clone(),
+                |reply| SupervisorMsg::Tick(Some(reply)),
+            );
         }
         *county.0.supervisor.write() = Some(supervisor);
         let (board, _) = Actor::spawn(None, BoardActor, county.clone())
             .await
             .map_err(|e| DomainError::Unavailable(format!("board did not start: {e}")))?;
-        board::spawn_ticker(board.clone(), county.0.settings.board.interval);
+        spawn_ticker(
+            board.clone(),
+            county.0.settings.board.interval,
+            county.0.stop_ticker.clone(),
+            |reply| BoardMsg::Tick(Some(reply)),
+        );
         *county.0.board.write() = Some(board);
         tracing::info!(
             grids = county.0.grids.read().len(),

@@ -11,6 +11,7 @@
 //! - [`supervisor`]: the supervisor actor: fires reminders and escalations when they fall due.
 //! - [`board`]: the board actor: live response boards for supervisors.
 //! - [`reports`]: appraisal reports (frozen once their month is over) and manual points entries.
+//! - [`ticker`]: the periodic nudge of the supervisor and board actors.
 //! - [`hub`]: live delivery of feed events to connected sessions.
 //! - [`error`]: the domain's error type and its protocol error codes.
 
@@ -24,4 +25,5 @@ pub mod hub;
 pub mod petition;
 pub mod reports;
 pub mod supervisor;
+pub mod ticker;
 pub mod worker;

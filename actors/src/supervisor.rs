@@ -7,10 +7,6 @@
 //! the feeds of those they reach, and moves the index on). Steps that fell due while the server was
 //! down fire once, in order, at the first tick after start.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -131,30 +127,4 @@ async fn tick(county: &County) -> TickReport {
     }
     metrics::counter!("lianxin_supervision_steps_total").increment(report.steps as u64);
     report
-}
-
-/// Starts a task that ticks the supervisor every `every` until `stop` is set.
-pub fn spawn_ticker(
-    supervisor: ActorRef<SupervisorMsg>,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            if stop.load(Ordering::Acquire) {
-                return;
-            }
-            // Wait for the tick to finish, so that ticks never pile up behind a long one.
-            match supervisor
-                .call(|reply| SupervisorMsg::Tick(Some(reply)), None)
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(_)) => {}
-                _ => return,
-            }
-        }
-    })
 }

@@ -841,13 +841,8 @@ impl Client {
         level: RatingLevel,
         comment: impl Into<String>,
     ) -> Result<Petition, ClientError> {
-        self.petition_call(Request::Rate(RatePetition {
-            petition_id,
-            level: level as i32,
-            comment: comment.into(),
-            by_phone: false,
-        }))
-        .await
+        self.rate_as(petition_id, level, comment.into(), false)
+            .await
     }
 
     /// Records a rating a resident gave by telephone (staff, petitions filed for a resident).
@@ -857,11 +852,21 @@ impl Client {
         level: RatingLevel,
         comment: impl Into<String>,
     ) -> Result<Petition, ClientError> {
+        self.rate_as(petition_id, level, comment.into(), true).await
+    }
+
+    async fn rate_as(
+        &self,
+        petition_id: u64,
+        level: RatingLevel,
+        comment: String,
+        by_phone: bool,
+    ) -> Result<Petition, ClientError> {
         self.petition_call(Request::Rate(RatePetition {
             petition_id,
             level: level as i32,
-            comment: comment.into(),
-            by_phone: true,
+            comment,
+            by_phone,
         }))
         .await
     }

@@ -192,9 +192,12 @@ impl BoardState {
         .map_err(|e| DomainError::InvalidArgument(e.to_string()))
     }
 
-    /// Checks the scope exists and makes sure the facts of the period are loaded.
-    fn prepare(&mut self, scope: u64, period: &Period) -> DomainResult<()> {
-        self.refresh_directory()?;
+    /// Checks the scope exists and makes sure the facts of the period are loaded. The directory
+    /// (names, staff) is re-read only when asked: on a watch or a drill-down, not on every tick.
+    fn prepare(&mut self, scope: u64, period: &Period, reread_directory: bool) -> DomainResult<()> {
+        if reread_directory || self.directory.communities.is_empty() {
+            self.refresh_directory()?;
+        }
         if scope != 0 && !self.directory.communities.contains_key(&scope) {
             return Err(DomainError::NotFound(format!("community {scope}")));
         }
@@ -278,7 +281,7 @@ impl BoardState {
     ) -> DomainResult<Board> {
         let scope = scope_for(who, request.community_id)?;
         let period = self.period(request.range, request.from_ms, request.to_ms)?;
-        self.prepare(scope, &period)?;
+        self.prepare(scope, &period, true)?;
         let board = self.board(scope, &period, request.range)?;
         self.watchers.insert(
             session,
@@ -304,7 +307,7 @@ impl BoardState {
             .ok()
             .filter(|l| *l != BoardLevel::Unspecified)
             .ok_or_else(|| DomainError::InvalidArgument("choose a board level".into()))?;
-        self.prepare(scope, &period)?;
+        self.prepare(scope, &period, true)?;
         let now = self.now();
         let before = if r.before_id == 0 {
             u64::MAX
@@ -375,7 +378,7 @@ impl BoardState {
         }
         let (scope, request) = (w.scope, w.request);
         let period = self.period(request.range, request.from_ms, request.to_ms)?;
-        self.prepare(scope, &period)?;
+        self.prepare(scope, &period, false)?;
         let next = self.board(scope, &period, request.range)?;
         let Some(w) = self.watchers.get_mut(&session) else {
             return Ok(());

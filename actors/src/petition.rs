@@ -533,10 +533,21 @@ async fn message(
     // ones are undone below if the message is not stored.
     let mut new_refs = Vec::new();
     for m in &media {
-        if let Some(sha) = parse_sha(&m.id)
-            && state.county.store().media_reference(&sha, p.id)?
-        {
-            new_refs.push(sha);
+        let Some(sha) = parse_sha(&m.id) else {
+            continue;
+        };
+        match state.county.store().media_reference(&sha, p.id) {
+            Ok(Some(true)) => new_refs.push(sha),
+            Ok(Some(false)) => {}
+            Ok(None) => {
+                // Collected between the check above and now.
+                unreference(state, &new_refs, p.id);
+                return Err(DomainError::NotFound(format!("no media {}", m.id)));
+            }
+            Err(e) => {
+                unreference(state, &new_refs, p.id);
+                return Err(e.into());
+            }
         }
     }
     let mut entries = vec![Entry {

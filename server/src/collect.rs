@@ -39,14 +39,12 @@ pub fn collect_now(county: &County, config: &MediaConfig) -> Result<Collected, C
     let before = county.clock().now_ms().saturating_sub(ttl_ms);
     let store = county.store();
     let mut collected = Collected::default();
-    for info in store.media_unreferenced_before(before)? {
-        let Some(sha) = info.media.as_ref().and_then(|m| parse_sha(&m.id)) else {
-            continue;
-        };
-        if store.media_delete_unreferenced(&sha)? {
-            collected.media += 1;
-        }
-    }
+    let candidates: Vec<_> = store
+        .media_unreferenced_before(before)?
+        .iter()
+        .filter_map(|info| info.media.as_ref().and_then(|m| parse_sha(&m.id)))
+        .collect();
+    collected.media = store.media_collect(&candidates)?;
     collected.partials = upload::collect_partials(&upload::partial_dir(store.media_dir()), before)?;
     Ok(collected)
 }

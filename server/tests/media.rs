@@ -460,6 +460,70 @@ async fn chunked_uploads_resume_after_a_dropped_connection() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_uploaded_in_chunks_over_the_websocket_is_stripped_and_thumbnailed() {
+    use lianxin_client::UploadProgress;
+    use lianxin_client::v1::{MediaKind, UploadBegin};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let photo = gps_jpeg(1_000, 500);
+    assert!(has_gps(&photo));
+    let begin = UploadBegin {
+        upload_id: "photo-1".into(),
+        kind: MediaKind::Image as i32,
+        total_size: photo.len() as u64,
+        sha256: String::new(),
+    };
+
+    // Half of it, then the connection drops; the rest after reconnecting.
+    let first = server.sign_in("resident-01-1a", Wire::Binary).await;
+    first.upload_begin(begin.clone()).await.unwrap();
+    let half = photo.len() / 2;
+    let p = first
+        .upload_chunk("photo-1", 0, photo[..half].to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(p, UploadProgress::At(ref s) if s.offset == half as u64));
+    drop(first);
+    let again = server.sign_in("resident-01-1a", Wire::Json).await;
+    assert_eq!(again.upload_begin(begin).await.unwrap().offset, half as u64);
+    let stored = again
+        .upload("photo-1", MediaKind::Image, &photo, 16_000)
+        .await
+        .unwrap();
+    assert_eq!(stored.kind(), MediaKind::Image);
+    assert_eq!((stored.width, stored.height), (1_000, 500));
+    assert_eq!((stored.thumbnail_width, stored.thumbnail_height), (320, 160));
+
+    // The same photo over HTTP is the same item (the re-encoding is deterministic).
+    let rtoken = token(&server, "resident-01-1a").await;
+    let (status, http) = post(&server, &rtoken, Some("image/jpeg"), photo.clone()).await;
+    assert_eq!(status, 200, "{http}");
+    assert_eq!(http["id"].as_str(), Some(stored.id.as_str()));
+
+    // What is served carries no GPS; the thumbnail is 320 px on its long side.
+    let served = get(&server, Some(&rtoken), &format!("/media/{}", stored.id), None).await;
+    assert_eq!(served.status(), 200);
+    let bytes = served.bytes().await.unwrap();
+    assert!(!has_gps(&bytes), "GPS must not be served");
+    let decoded = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (1_000, 500));
+    let thumb = get(
+        &server,
+        Some(&rtoken),
+        &format!("/media/{}/thumbnail", stored.id),
+        None,
+    )
+    .await;
+    assert_eq!(thumb.status(), 200);
+    let thumb = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (320, 160));
+    let files = media_files(dir.path());
+    assert_eq!(files.len(), 2, "photo and thumbnail only: {files:?}");
+    server.stop().await;
+}
+
 fn server_config_max_voice() -> u64 {
     lianxin_server::config::MediaConfig::default().max_voice_bytes
 }

@@ -124,6 +124,9 @@ pub struct Store {
     path: PathBuf,
     /// Where the media files live (`<path>/media`).
     media_dir: PathBuf,
+    /// Serialises changes to media metadata and files, so a collection never deletes an item
+    /// that a message is referencing or an upload is re-using at the same moment.
+    media_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -194,6 +197,7 @@ impl Store {
             node_id,
             path,
             media_dir,
+            media_lock: Default::default(),
         })
     }
 

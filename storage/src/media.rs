@@ -126,6 +126,7 @@ impl Store {
     ) -> Result<(MediaInfo, bool)> {
         let sha = sha256(bytes);
         let uploader = info.uploader_id;
+        let _guard = self.lock_media();
         if let Some(existing) = self.media_info(&sha)? {
             self.trees
                 .uploaderid_sha
@@ -177,19 +178,25 @@ impl Store {
     }
 
     /// Records that a message of a petition references the item, and marks it referenced; returns
-    /// whether the petition did not reference it before.
-    pub fn media_reference(&self, sha: &Sha, petition_id: u64) -> Result<bool> {
+    /// whether the petition did not reference it before, or `None` if the item no longer exists
+    /// (collected meanwhile).
+    pub fn media_reference(&self, sha: &Sha, petition_id: u64) -> Result<Option<bool>> {
+        let _guard = self.lock_media();
+        if !self.trees.sha_media.contains_key(sha)? {
+            return Ok(None);
+        }
         let old = self
             .trees
             .sha_petitionid
             .insert(petition_key(sha, petition_id), &[][..])?;
         self.set_referenced(sha, true)?;
-        Ok(old.is_none())
+        Ok(Some(old.is_none()))
     }
 
     /// Undoes a [`Store::media_reference`] whose message was not stored: forgets the petition and,
     /// when no petition references the item any more, makes it collectable again.
     pub fn media_unreference(&self, sha: &Sha, petition_id: u64) -> Result<()> {
+        let _guard = self.lock_media();
         self.trees
             .sha_petitionid
             .remove(petition_key(sha, petition_id))?;
@@ -241,29 +248,74 @@ impl Store {
     /// Deletes an unreferenced item: its metadata, owner entries and files (its thumbnail too).
     /// A referenced item is kept; returns whether it was deleted.
     pub fn media_delete_unreferenced(&self, sha: &Sha) -> Result<bool> {
-        let Some(info) = self.media_info(sha)? else {
-            return Ok(false);
-        };
-        if info.referenced || !self.media_petitions(sha)?.is_empty() {
-            return Ok(false);
+        Ok(self.media_collect(std::slice::from_ref(sha))? == 1)
+    }
+
+    /// Deletes those of the given items that are (still) unreferenced: their metadata, owner
+    /// entries, and every file no remaining item uses (as its bytes or its thumbnail). Returns how
+    /// many items were deleted.
+    pub fn media_collect(&self, candidates: &[Sha]) -> Result<usize> {
+        let _guard = self.lock_media();
+        let mut removed: std::collections::HashSet<Sha> = std::collections::HashSet::new();
+        let mut files: Vec<Sha> = Vec::new();
+        for sha in candidates {
+            let Some(info) = self.media_info(sha)? else {
+                continue;
+            };
+            if info.referenced || !self.media_petitions(sha)?.is_empty() {
+                continue;
+            }
+            self.trees.sha_media.remove(sha)?;
+            removed.insert(*sha);
+            files.push(*sha);
+            if let Some(t) = info.media.as_ref().and_then(|m| parse_sha(&m.thumbnail_id)) {
+                files.push(t);
+            }
         }
-        self.trees.sha_media.remove(sha)?;
-        let owners: Vec<_> = self
-            .trees
-            .uploaderid_sha
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.get(8..) == Some(&sha[..]))
-            .collect();
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        let mut owners = Vec::new();
+        for key in self.trees.uploaderid_sha.iter().keys() {
+            let key = key?;
+            if key
+                .get(8..)
+                .and_then(|s| <Sha>::try_from(s).ok())
+                .is_some_and(|s| removed.contains(&s))
+            {
+                owners.push(key);
+            }
+        }
         for k in owners {
             self.trees.uploaderid_sha.remove(k)?;
         }
-        let _ = std::fs::remove_file(self.media_path(sha));
-        if let Some(t) = info.media.as_ref().and_then(|m| parse_sha(&m.thumbnail_id)) {
-            let _ = std::fs::remove_file(self.media_path(&t));
+        // A file may also be another item's bytes or thumbnail (identical bytes are stored once).
+        let mut in_use: std::collections::HashSet<Sha> = std::collections::HashSet::new();
+        for item in self.trees.sha_media.iter() {
+            let (k, v) = item?;
+            if let Ok(sha) = <Sha>::try_from(&*k) {
+                in_use.insert(sha);
+            }
+            let info = MediaInfo::decode(&*v)?;
+            if let Some(t) = info.media.as_ref().and_then(|m| parse_sha(&m.thumbnail_id)) {
+                in_use.insert(t);
+            }
         }
-        Ok(true)
+        for file in files.iter().filter(|f| !in_use.contains(*f)) {
+            match std::fs::remove_file(self.media_path(file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        Ok(removed.len())
+    }
+
+    /// Holds the media lock; a poisoned lock is taken over (it guards no data of its own).
+    fn lock_media(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.media_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -329,10 +381,11 @@ mod tests {
         let thumb = parse_sha(&stored.thumbnail_id).unwrap();
         assert_eq!(std::fs::read(store.media_path(&thumb)).unwrap(), b"thumb");
         assert_eq!(store.media_unreferenced_before(2000).unwrap().len(), 1);
-        assert!(store.media_reference(&sha, 42).unwrap());
-        assert!(store.media_reference(&sha, 7).unwrap());
-        assert!(
-            !store.media_reference(&sha, 7).unwrap(),
+        assert_eq!(store.media_reference(&sha, 42).unwrap(), Some(true));
+        assert_eq!(store.media_reference(&sha, 7).unwrap(), Some(true));
+        assert_eq!(
+            store.media_reference(&sha, 7).unwrap(),
+            Some(false),
             "not new the second time"
         );
         assert_eq!(store.media_petitions(&sha).unwrap(), vec![7, 42]);
@@ -369,5 +422,75 @@ mod tests {
         assert!(store.media_info(&sha).unwrap().is_none());
         assert!(!store.media_is_owner(1, &sha).unwrap());
         assert!(!store.media_path(&sha).exists());
+        assert_eq!(
+            store.media_reference(&sha, 42).unwrap(),
+            None,
+            "a collected item cannot be referenced"
+        );
+        assert!(store.media_petitions(&sha).unwrap().is_empty());
+    }
+
+    #[test]
+    fn files_another_item_still_uses_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::StoreConfig::new(dir.path())).unwrap();
+        // Two photos whose thumbnails came out byte-identical, and a third item whose bytes are
+        // that thumbnail.
+        let (a, _) = store.media_put(b"photo a", Some(b"thumb"), info(1)).unwrap();
+        let (b, _) = store.media_put(b"photo b", Some(b"thumb"), info(1)).unwrap();
+        let a = parse_sha(&a.media.unwrap().id).unwrap();
+        let b = parse_sha(&b.media.unwrap().id).unwrap();
+        let thumb = sha256(b"thumb");
+        assert_eq!(store.media_collect(&[a]).unwrap(), 1);
+        assert!(!store.media_path(&a).exists());
+        assert!(store.media_path(&thumb).exists(), "b's thumbnail stays");
+        let (t, _) = store.media_put(b"thumb", None, info(2)).unwrap();
+        assert_eq!(parse_sha(&t.media.unwrap().id), Some(thumb));
+        assert_eq!(store.media_collect(&[b]).unwrap(), 1);
+        assert!(store.media_path(&thumb).exists(), "the third item's bytes stay");
+        assert!(store.media_is_owner(2, &thumb).unwrap());
+        assert_eq!(store.media_collect(&[thumb, a]).unwrap(), 1);
+        assert!(!store.media_path(&thumb).exists());
+        let left: Vec<_> = walk(&dir.path().join("media"));
+        assert!(left.is_empty(), "files left behind: {left:?}");
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn concurrent_references_and_collections_never_leave_a_referenced_item_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::StoreConfig::new(dir.path())).unwrap();
+        for round in 0..200u64 {
+            let (m, _) = store
+                .media_put(format!("clip {round}").as_bytes(), None, info(1))
+                .unwrap();
+            let sha = parse_sha(&m.media.unwrap().id).unwrap();
+            let s2 = store.clone();
+            let collector = std::thread::spawn(move || s2.media_collect(&[sha]).unwrap());
+            let referenced = store.media_reference(&sha, round).unwrap();
+            let deleted = collector.join().unwrap() == 1;
+            match referenced {
+                Some(_) => {
+                    assert!(!deleted, "round {round}: a referenced item was deleted");
+                    assert!(store.media_path(&sha).exists());
+                    assert!(store.media_info(&sha).unwrap().unwrap().referenced);
+                }
+                None => {
+                    assert!(deleted);
+                    assert!(store.media_petitions(&sha).unwrap().is_empty());
+                }
+            }
+        }
     }
 }

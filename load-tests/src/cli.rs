@@ -33,6 +33,9 @@ pub enum Command {
     /// Open many petitions whose response deadlines fall due within a window; measure how late
     /// each reminder fires and the server's memory per tracked deadline.
     Deadlines(DeadlinesArgs),
+    /// Start the server on an existing, large database (see `lianxin populate`); measure the time
+    /// until it is ready, its memory at rest, and that the history is served.
+    Startup(StartupArgs),
     /// Run the bare relay: plain tokio-tungstenite speaking the scenarios' subset of the protocol.
     Relay(RelayArgs),
 }
@@ -66,6 +69,23 @@ pub struct CommonArgs {
     /// The log filter of the started server (`RUST_LOG`).
     #[arg(long, default_value = "warn")]
     pub server_log: String,
+}
+
+/// `startup`: a large database's start.
+#[derive(Debug, Clone, Args)]
+pub struct StartupArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The data folder to start on (made by `lianxin populate`; it is kept).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Seconds to let the server rest after it is ready before reading its memory.
+    #[arg(long, default_value_t = 10)]
+    pub settle_secs: u64,
+    /// Residents (`pop-resident-N`) who sign in and read their petitions and histories.
+    #[arg(long, default_value_t = 50)]
+    pub readers: u32,
 }
 
 /// `idle`: many quiet connections.
@@ -286,6 +306,7 @@ impl Command {
             Command::Storm(_) => "storm",
             Command::Soak(_) => "soak",
             Command::Deadlines(_) => "deadlines",
+            Command::Startup(_) => "startup",
             Command::Relay(_) => "relay",
         }
     }
@@ -298,6 +319,7 @@ impl Command {
             Command::Storm(a) => Some(&a.common),
             Command::Soak(a) => Some(&a.common),
             Command::Deadlines(a) => Some(&a.common),
+            Command::Startup(a) => Some(&a.common),
             Command::Relay(_) => None,
         }
     }

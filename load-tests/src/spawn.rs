@@ -32,6 +32,8 @@ pub struct ServerSetup {
     pub config: Option<String>,
     /// Environment variables to set for it.
     pub env: Vec<(String, String)>,
+    /// An existing data folder to serve (kept afterwards) instead of a fresh temporary one.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A child process serving WebSockets on a loopback port; killed when dropped.
@@ -46,14 +48,17 @@ pub struct Spawned {
     pub url: String,
     /// Where its standard output and error go.
     pub log_path: PathBuf,
+    /// How long it took from starting the process until it answered (`/readyz` 200 for the
+    /// server, an accepted connection for the relay).
+    pub ready_after: Duration,
     /// The data folder (and log), removed when dropped.
     _dir: tempfile::TempDir,
 }
 
 impl Spawned {
     /// Starts `lianxin serve --data-dir <temp> --listen 127.0.0.1:<free port>` (with
-    /// `--config <temp>/lianxin.toml` and the environment `setup` asks for) and waits until
-    /// `/readyz` answers 200.
+    /// `--config <temp>/lianxin.toml`, the environment and the data folder `setup` asks for) and
+    /// waits until `/readyz` answers 200.
     pub async fn server(
         bin: &Path,
         log_filter: &str,
@@ -72,7 +77,10 @@ impl Spawned {
             .context("creating a data folder")?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let data = dir.path().join("data");
+        let data = setup
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -114,6 +122,7 @@ impl Spawned {
     ) -> anyhow::Result<Spawned> {
         let log_path = dir.path().join("process.log");
         let log = std::fs::File::create(&log_path)?;
+        let started = Instant::now();
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -126,6 +135,7 @@ impl Spawned {
             addr,
             url: format!("ws://{addr}/ws"),
             log_path,
+            ready_after: started.elapsed(),
             _dir: dir,
         })
     }
@@ -146,6 +156,7 @@ impl Spawned {
                 tokio::net::TcpStream::connect(self.addr).await.is_ok()
             };
             if answered {
+                self.ready_after += started.elapsed();
                 return Ok(());
             }
             if let Some(status) = self.exited() {

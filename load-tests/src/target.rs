@@ -31,6 +31,8 @@ pub struct Target {
     pub url: String,
     /// Its process, when this tool started it as one.
     pub pid: Option<u32>,
+    /// Seconds from starting its process until it answered, when this tool started it.
+    pub ready_secs: Option<f64>,
     spawned: Option<Spawned>,
     in_process: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
 }
@@ -51,15 +53,16 @@ impl Target {
                     Some(b) => b.clone(),
                     None => spawn::default_server_bin()?,
                 };
-                progress::note(&format!(
-                    "starting {} on a fresh data folder",
-                    bin.display()
-                ));
+                progress::note(&match &setup.data_dir {
+                    Some(d) => format!("starting {} on {}", bin.display(), d.display()),
+                    None => format!("starting {} on a fresh data folder", bin.display()),
+                });
                 let spawned = Spawned::server(&bin, &common.server_log, setup).await?;
                 Ok(Target {
                     label: "server",
                     url: spawned.url.clone(),
                     pid: Some(spawned.pid),
+                    ready_secs: Some(spawned.ready_after.as_secs_f64()),
                     spawned: Some(spawned),
                     in_process: None,
                 })
@@ -80,6 +83,7 @@ impl Target {
                     label: "relay",
                     url,
                     pid: None,
+                    ready_secs: None,
                     spawned: None,
                     in_process: Some((task, stop_tx)),
                 })
@@ -92,6 +96,7 @@ impl Target {
                     label: "relay",
                     url: spawned.url.clone(),
                     pid: Some(spawned.pid),
+                    ready_secs: Some(spawned.ready_after.as_secs_f64()),
                     spawned: Some(spawned),
                     in_process: None,
                 })
@@ -104,6 +109,7 @@ impl Target {
             label,
             url: url.to_owned(),
             pid: None,
+            ready_secs: None,
             spawned: None,
             in_process: None,
         }

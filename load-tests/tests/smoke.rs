@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-/// The `lianxin` server binary in this build's target folder, built if it is missing.
+/// The `lianxin` server binary in this build's target folder, built (or brought up to date)
+/// first.
 fn server_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -22,7 +23,7 @@ fn server_bin() -> &'static Path {
             .and_then(Path::parent)
             .expect("target/<profile>/deps");
         let bin = profile_dir.join("lianxin");
-        if !bin.is_file() {
+        {
             let mut cargo = Command::new(env!("CARGO"));
             cargo.args(["build", "-p", "lianxin-server", "--bin", "lianxin"]);
             if profile_dir.file_name().is_some_and(|n| n == "release") {
@@ -295,4 +296,49 @@ fn deadlines_remind_every_petition_exactly_once() {
     assert_eq!(figure(&report, "pending_steps_tracked"), 200.0);
     // Idle petition actors were stopped once the reminders were done.
     assert_eq!(figure(&report, "petition_actors_settled"), 0.0);
+}
+
+#[test]
+fn startup_serves_a_populated_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = Command::new(server_bin())
+        .args(["populate", "--petitions", "60", "--residents", "6"])
+        .args(["--messages-per-petition", "5", "--open-per-mille", "100"])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("running lianxin populate");
+    assert!(
+        output.status.success(),
+        "populate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["petitions"], 60);
+    assert_eq!(summary["messages"], 300);
+    assert_eq!(summary["open"], 6);
+    let report = load(
+        "startup",
+        &[
+            "startup",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--settle-secs",
+            "1",
+            "--readers",
+            "6",
+        ],
+    );
+    assert_report_shape(&report, "startup", "server");
+    assert!(figure(&report, "ready_secs") > 0.0);
+    assert!(figure(&report, "rss_at_rest_bytes") > 0.0);
+    assert_eq!(figure(&report, "petitions_read"), 60.0, "10 petitions each");
+    let entries = report["details"]["entries_read"].as_u64().unwrap();
+    assert!(entries >= 60 * 5, "every message is served: {entries}");
+    assert_eq!(
+        report["details"]["entries_expected"].as_u64(),
+        Some(entries),
+        "every petition's whole timeline"
+    );
 }

@@ -18,6 +18,7 @@ pub mod collect;
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod populate;
 pub mod seed;
 pub mod server;
 pub mod session;

@@ -38,6 +38,9 @@ enum Command {
         #[command(flatten)]
         report: lianxin_client::cli::ReportArgs,
     },
+    /// Fill a stopped server's database with a large history through the real actors, for
+    /// start-up and memory benchmarks (see docs/performance.md); prints a JSON summary.
+    Populate(PopulateArgs),
     /// Talk to a running server.
     Client {
         #[command(flatten)]
@@ -64,6 +67,31 @@ struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     json_logs: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PopulateArgs {
+    /// Folder holding the database (the demo county is seeded into an empty one).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Petitions to raise.
+    #[arg(long, default_value_t = 1_000_000)]
+    petitions: u64,
+    /// Messages per petition, its first message included.
+    #[arg(long, default_value_t = 10)]
+    messages_per_petition: u32,
+    /// Residents raising them (logins pop-resident-N, the demo password).
+    #[arg(long, default_value_t = 20_000)]
+    residents: u32,
+    /// Per mille of petitions left open; the rest are resolved and rated (closed).
+    #[arg(long, default_value_t = 10)]
+    open_per_mille: u32,
+    /// Petitions in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 200)]
+    message_bytes: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -230,6 +258,67 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn populate(args: PopulateArgs) -> anyhow::Result<()> {
+    use lianxin_server::populate::{PopulateOptions, populate};
+    // Progress only: the actors' per-petition lines would drown it.
+    init_logs("warn,lianxin=info", false);
+    let config = Config {
+        data_dir: args.data_dir.clone(),
+        // Petitions stay open for a day at most here; no reminders fire while populating.
+        petition_idle_secs: 5,
+        ..Config::default()
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = Server::start(config, clock, None)
+        .await
+        .with_context(|| format!("opening {}", args.data_dir.display()))?;
+    let opts = PopulateOptions {
+        petitions: args.petitions,
+        messages_per_petition: args.messages_per_petition,
+        residents: args.residents,
+        open_per_mille: args.open_per_mille,
+        concurrency: args.concurrency,
+        message_bytes: args.message_bytes,
+    };
+    let step = (args.petitions / 100).max(1);
+    let started = std::time::Instant::now();
+    let report = populate(server.county(), &opts, |done| {
+        if done % step == 0 {
+            tracing::info!(
+                done,
+                of = args.petitions,
+                per_sec = done as f64 / started.elapsed().as_secs_f64().max(0.001),
+                "populating"
+            );
+        }
+    })
+    .await?;
+    server.county().shutdown().await?;
+    let mut summary = serde_json::to_value(&report)?;
+    summary["bytes_on_disk"] = serde_json::json!(dir_size(&args.data_dir));
+    // The summary is the command's result, for scripts.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// Bytes of the files under a folder.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let store = Store::open(&StoreConfig::new(&args.data_dir))?;
     let now = SystemClock.now_ms();
@@ -323,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Admin(args) => admin(args),
+        Command::Populate(args) => populate(args).await,
         Command::Report { args, report } => {
             lianxin_client::cli::run(args, lianxin_client::cli::ClientCommand::Report(report))
                 .await?;

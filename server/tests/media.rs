@@ -494,7 +494,10 @@ async fn a_photo_uploaded_in_chunks_over_the_websocket_is_stripped_and_thumbnail
         .unwrap();
     assert_eq!(stored.kind(), MediaKind::Image);
     assert_eq!((stored.width, stored.height), (1_000, 500));
-    assert_eq!((stored.thumbnail_width, stored.thumbnail_height), (320, 160));
+    assert_eq!(
+        (stored.thumbnail_width, stored.thumbnail_height),
+        (320, 160)
+    );
 
     // The same photo over HTTP is the same item (the re-encoding is deterministic).
     let rtoken = token(&server, "resident-01-1a").await;
@@ -503,7 +506,13 @@ async fn a_photo_uploaded_in_chunks_over_the_websocket_is_stripped_and_thumbnail
     assert_eq!(http["id"].as_str(), Some(stored.id.as_str()));
 
     // What is served carries no GPS; the thumbnail is 320 px on its long side.
-    let served = get(&server, Some(&rtoken), &format!("/media/{}", stored.id), None).await;
+    let served = get(
+        &server,
+        Some(&rtoken),
+        &format!("/media/{}", stored.id),
+        None,
+    )
+    .await;
     assert_eq!(served.status(), 200);
     let bytes = served.bytes().await.unwrap();
     assert!(!has_gps(&bytes), "GPS must not be served");

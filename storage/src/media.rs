@@ -436,8 +436,12 @@ mod tests {
         let store = Store::open(&crate::StoreConfig::new(dir.path())).unwrap();
         // Two photos whose thumbnails came out byte-identical, and a third item whose bytes are
         // that thumbnail.
-        let (a, _) = store.media_put(b"photo a", Some(b"thumb"), info(1)).unwrap();
-        let (b, _) = store.media_put(b"photo b", Some(b"thumb"), info(1)).unwrap();
+        let (a, _) = store
+            .media_put(b"photo a", Some(b"thumb"), info(1))
+            .unwrap();
+        let (b, _) = store
+            .media_put(b"photo b", Some(b"thumb"), info(1))
+            .unwrap();
         let a = parse_sha(&a.media.unwrap().id).unwrap();
         let b = parse_sha(&b.media.unwrap().id).unwrap();
         let thumb = sha256(b"thumb");
@@ -447,7 +451,10 @@ mod tests {
         let (t, _) = store.media_put(b"thumb", None, info(2)).unwrap();
         assert_eq!(parse_sha(&t.media.unwrap().id), Some(thumb));
         assert_eq!(store.media_collect(&[b]).unwrap(), 1);
-        assert!(store.media_path(&thumb).exists(), "the third item's bytes stay");
+        assert!(
+            store.media_path(&thumb).exists(),
+            "the third item's bytes stay"
+        );
         assert!(store.media_is_owner(2, &thumb).unwrap());
         assert_eq!(store.media_collect(&[thumb, a]).unwrap(), 1);
         assert!(!store.media_path(&thumb).exists());

@@ -74,6 +74,7 @@ pub fn server_setup(args: &DeadlinesArgs) -> ServerSetup {
     ServerSetup {
         config: Some(server_config(args)),
         env,
+        data_dir: None,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod deadlines;
 pub mod idle;
 pub mod soak;
+pub mod startup;
 pub mod steady;
 pub mod storm;
 
@@ -50,6 +51,8 @@ pub struct Ctx<'a> {
     pub nofile: u64,
     /// Samples the target's process every second.
     pub sampler: Option<&'a Sampler>,
+    /// Seconds the target took from its start until it answered, when this tool started it.
+    pub ready_secs: Option<f64>,
 }
 
 impl Ctx<'_> {
@@ -135,6 +138,7 @@ pub async fn run_once(
     let machine_before = procstat::read_machine();
     let setup = match command {
         Command::Deadlines(a) => deadlines::server_setup(a),
+        Command::Startup(a) => startup::server_setup(a),
         _ => ServerSetup::default(),
     };
     let mut target = Target::start(common, kind, &setup).await?;
@@ -149,6 +153,7 @@ pub async fn run_once(
         common,
         nofile,
         sampler: sampler.as_ref(),
+        ready_secs: target.ready_secs,
     };
     let result = match command {
         Command::Idle(a) => idle::run(&ctx, a).await,
@@ -156,6 +161,7 @@ pub async fn run_once(
         Command::Storm(a) => storm::run(&ctx, a).await,
         Command::Soak(a) => soak::run(&ctx, &a.shape()).await,
         Command::Deadlines(a) => deadlines::run(&ctx, a).await,
+        Command::Startup(a) => startup::run(&ctx, a).await,
         Command::Relay(_) => Err(anyhow::anyhow!("the relay is not a scenario")),
     };
     let alive = target.check_alive();

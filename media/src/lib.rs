@@ -417,7 +417,11 @@ fn voice_duration_ms(bytes: &[u8], format: Format) -> Result<u64, MediaError> {
         .format(
             &hint,
             source,
-            &FormatOptions::default(),
+            // Gapless: encoder delay and padding (LAME header, MP4 edit lists) are not audio.
+            &FormatOptions {
+                enable_gapless: true,
+                ..FormatOptions::default()
+            },
             &MetadataOptions::default(),
         )
         .map_err(|e| match format {

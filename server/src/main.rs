@@ -144,6 +144,8 @@ enum AdminCommand {
         #[arg(long, default_value = "")]
         address: String,
     },
+    /// What the data weighs: keys and bytes per tree and keyspace prefix, and the size on disk.
+    Space,
     /// Import addresses from a CSV file with header `address,grid_id`.
     ImportAddresses {
         /// The CSV file.
@@ -372,6 +374,20 @@ fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("opening {}", file.display()))?;
             let n = admin::import_addresses(&store, f)?;
             serde_json::json!({ "imported": n })
+        }
+        AdminCommand::Space => {
+            let trees: Vec<_> = store
+                .space()?
+                .into_iter()
+                .filter(|u| u.keys > 0)
+                .map(|u| serde_json::json!({"name": u.name, "keys": u.keys, "bytes": u.bytes}))
+                .collect();
+            let logical: u64 = trees.iter().filter_map(|t| t["bytes"].as_u64()).sum();
+            serde_json::json!({
+                "trees": trees,
+                "logical_bytes": logical,
+                "size_on_disk_bytes": store.size_on_disk()?,
+            })
         }
         AdminCommand::List => {
             let mut communities = Vec::new();

@@ -106,6 +106,17 @@ impl StoreConfig {
     }
 }
 
+/// What one tree (or keyspace prefix) holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpaceUse {
+    /// The tree's name, or `petition_keyspace/<prefix>`.
+    pub name: String,
+    /// Keys.
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
 /// Counter naming the media folders of temporary stores.
 static TEMP_STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -199,6 +210,45 @@ impl Store {
             media_dir,
             media_lock: Default::default(),
         })
+    }
+
+    /// Keys and bytes (keys plus values) held in each tree, and in each prefix of the petition
+    /// keyspace (named `petition_keyspace/<prefix>`): what the data itself weighs, before sled's
+    /// own overhead. Reads the whole database.
+    pub fn space(&self) -> Result<Vec<SpaceUse>> {
+        let mut out = Vec::new();
+        for name in trees::TREE_NAMES {
+            let tree = self.db.open_tree(name)?;
+            if *name == "petition_keyspace" {
+                let mut by_prefix: std::collections::BTreeMap<u8, SpaceUse> = Default::default();
+                for item in tree.iter() {
+                    let (k, v) = item?;
+                    let prefix = k.first().copied().unwrap_or(0);
+                    let u = by_prefix.entry(prefix).or_insert_with(|| SpaceUse {
+                        name: format!(
+                            "petition_keyspace/{}",
+                            trees::ks_name(prefix).unwrap_or("unknown")
+                        ),
+                        ..Default::default()
+                    });
+                    u.keys += 1;
+                    u.bytes += (k.len() + v.len()) as u64;
+                }
+                out.extend(by_prefix.into_values());
+            } else {
+                let mut u = SpaceUse {
+                    name: (*name).to_owned(),
+                    ..Default::default()
+                };
+                for item in tree.iter() {
+                    let (k, v) = item?;
+                    u.keys += 1;
+                    u.bytes += (k.len() + v.len()) as u64;
+                }
+                out.push(u);
+            }
+        }
+        Ok(out)
     }
 
     /// The folder the database lives in.
@@ -308,6 +358,22 @@ mod tests {
         let err = Store::open(&config).err().unwrap();
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("in use by another process"));
+    }
+
+    #[test]
+    fn space_counts_keys_and_bytes_per_tree_and_prefix() {
+        let store = Store::temporary().unwrap();
+        store.meta_set("k", b"value").unwrap();
+        let space = store.space().unwrap();
+        let meta = space.iter().find(|u| u.name == "meta").unwrap();
+        // The schema version and "k".
+        assert_eq!(meta.keys, 2);
+        assert!(meta.bytes >= 6);
+        assert!(
+            !space
+                .iter()
+                .any(|u| u.name.starts_with("petition_keyspace/"))
+        );
     }
 
     #[test]

@@ -250,3 +250,21 @@ mod tests {
         }
     }
 }
+
+/// The name of a keyspace prefix ([`ks`]) for reports; `None` for an unknown byte.
+pub fn ks_name(prefix: u8) -> Option<&'static str> {
+    Some(match prefix {
+        ks::PETITION => "petition",
+        ks::ENTRY => "entry",
+        ks::READMARK => "readmark",
+        ks::ACCOUNT_PETITION => "account_petition",
+        ks::ASSIGNEE_PETITION => "assignee_petition",
+        ks::FEED => "feed",
+        ks::IDEMPOTENCY => "idempotency",
+        ks::STEP_AT => "step_at",
+        ks::COMMUNITY_CREATED => "community_created",
+        ks::COMMUNITY_OPEN => "community_open",
+        ks::AUDIT => "audit",
+        _ => return None,
+    })
+}

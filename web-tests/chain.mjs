@@ -114,6 +114,8 @@ async function signIn(page, path, login) {
 const online = (page) => page.locator('[data-testid=status][data-state=online]').waitFor({ timeout: TIMEOUT });
 
 async function shoot(page, name) {
+  // Passing messages (toasts) would hide what the picture is about.
+  await page.evaluate(() => document.querySelectorAll('.toast').forEach((t) => t.remove()));
   await page.setViewportSize(PHONE);
   await page.waitForTimeout(300);
   await page.screenshot({ path: join(shots, `${name}-phone.png`) });
@@ -280,6 +282,7 @@ try {
   at('5. The resident sees it resolved and rates it.');
   await expectText(resident.locator('[data-testid=conv-state]'), '已办结待确认', "the resident's state after resolving");
   await resident.locator('[data-testid=rate-box]').waitFor({ state: 'visible', timeout: TIMEOUT });
+  await shoot(resident, 'resident');
   await resident.locator('[data-testid=rate-box] button[data-level=RATING_LEVEL_SATISFIED]').click();
   await expectText(resident.locator('[data-testid=conv-state]'), '已关闭', 'state after rating');
   await resident.locator('[data-testid=reopen-box]').waitFor({ state: 'visible', timeout: TIMEOUT });
@@ -291,8 +294,6 @@ try {
   await expectText(board.locator('[data-testid=kpi-open] .fig'), '0', 'board open figure');
   await board.screenshot({ path: join(shots, 'board-chain-desktop.png'), fullPage: true });
 
-  await resident.locator('[data-testid=timeline]').evaluate((t) => { t.scrollTop = 0; });
-  await shoot(resident, 'resident');
 
   // English, with one click.
   at('English, with one click.');

@@ -57,6 +57,7 @@ const outbox = new Outbox(conn, () => refresh(state.open));
 
 function show(view) {
   for (const id of ['sign-in-view', 'home', 'new', 'conversation']) $(id).hidden = id !== view;
+  document.body.classList.toggle('in-conv', view === 'conversation');
   state.view = view;
 }
 

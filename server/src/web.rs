@@ -108,10 +108,10 @@ mod tests {
             let Ok(body) = std::str::from_utf8(asset.body) else {
                 panic!("{} is not UTF-8", asset.name);
             };
-            for reference in body
-                .split(['"', '\''])
-                .filter(|s| s.starts_with("/web/") || (s.starts_with("./") && s.ends_with(".js")))
-            {
+            for reference in body.split(['"', '\'']).filter(|s| {
+                (s.starts_with("/web/") && !s.ends_with('/'))
+                    || (s.starts_with("./") && s.ends_with(".js"))
+            }) {
                 let name = reference
                     .trim_start_matches("/web/")
                     .trim_start_matches("./");
@@ -121,6 +121,29 @@ mod tests {
                     asset.name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_app_manifest_and_icons_are_whole() {
+        let manifest = ASSETS
+            .iter()
+            .find(|a| a.name == "manifest.webmanifest")
+            .map(|a| serde_json::from_slice::<serde_json::Value>(a.body));
+        let Some(Ok(manifest)) = manifest else {
+            panic!("the manifest is missing or not JSON");
+        };
+        assert_eq!(manifest["start_url"], "/worker");
+        let icons = manifest["icons"].as_array().cloned().unwrap_or_default();
+        assert_eq!(icons.len(), 2);
+        for icon in icons {
+            let src = icon["src"].as_str().unwrap_or_default();
+            let name = src.trim_start_matches("/web/");
+            let body = ASSETS.iter().find(|a| a.name == name).map(|a| a.body);
+            assert!(
+                body.is_some_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n")),
+                "{src} is not an embedded PNG"
+            );
         }
     }
 }

@@ -95,7 +95,7 @@ function renderHome() {
   const card = $('grid-card');
   if (g) {
     card.replaceChildren(
-      el('h2', {}, `${t('myGrid')}：${g.community?.name || ''} ${g.grid.name}`),
+      el('h2', {}, `${t('myGrid')}：${g.grid.name.startsWith(g.community?.name || '\u0000') ? '' : `${g.community?.name || ''} `}${g.grid.name}`),
       el('p', { class: 'muted' }, `${t('jurisdiction')}：${(g.grid.jurisdiction || []).join('、')}`),
       el('h3', {}, t('canAt')),
       el('ul', { class: 'workers' }, (g.workers || []).map((w) =>

@@ -270,6 +270,15 @@ try {
   if (!(await worker.evaluate(() => window.__noReload === true))) throw new Error("the worker's page reloaded");
   await shoot(worker, 'worker');
 
+  // The matter needs the community: the worker escalates it; the resident sees it.
+  at('escalate');
+  await worker.locator('[data-testid=escalate]').click();
+  await worker.locator('[data-testid=escalate-dialog] textarea[name=note]').fill('需要社区协调更换灯杆');
+  await worker.locator('[data-testid=escalate-dialog] button[value=ok]').click();
+  await expectText(worker.locator('[data-testid=conv-state]'), '已上报', "the worker's state after escalating");
+  await expectText(resident.locator('[data-testid=conv-state]'), '已上报', "the resident's state after escalating");
+  await expectText(resident.locator('[data-testid=timeline] .line'), '需要社区协调更换灯杆', 'the escalation note');
+
   // 4. The worker resolves with a summary; the petition leaves the inbox.
   at('4. The worker resolves with a summary; the petition leaves t');
   await worker.locator('[data-testid=resolve]').click();
@@ -294,6 +303,15 @@ try {
   await expectText(board.locator('[data-testid=kpi-open] .fig'), '0', 'board open figure');
   await board.screenshot({ path: join(shots, 'board-chain-desktop.png'), fullPage: true });
 
+
+  // The worker goes off duty; the resident's list of whom to @ says so.
+  at('off duty');
+  await worker.locator('[data-testid=duty] input').uncheck();
+  await expectText(worker.locator('[data-testid=duty]'), '不在岗', "the worker's duty switch");
+  await resident.locator('[data-testid=conversation] [data-back]').click();
+  await expectText(resident.locator('[data-testid=worker]', { hasText: '网格员1' }), '不在岗', 'the worker off duty on the resident\'s page');
+  await resident.goto(`${base}/#/p/${petition}`);
+  await resident.locator('[data-testid=conversation]').waitFor({ state: 'visible', timeout: TIMEOUT });
 
   // English, with one click.
   at('English, with one click.');

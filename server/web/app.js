@@ -225,13 +225,13 @@ function transitionText(entry) {
   const tr = entry.transition;
   const parts = [t(tr.action)];
   if (tr.action === 'ACTION_RATE' && tr.rating) {
-    parts.push(`：${t(tr.rating.level)}`);
-    if (tr.rating.comment) parts.push(`（${tr.rating.comment}）`);
+    parts.push(`${t('colon')}${t(tr.rating.level)}`);
+    if (tr.rating.comment) parts.push(` (${tr.rating.comment})`);
   }
   if (tr.action === 'ACTION_ESCALATE' && tr.escalatedTo) {
     parts.push(` → ${tr.coBuildingUnit || t(tr.escalatedTo)}`);
   }
-  if (tr.reason) parts.push(`：${tr.reason}`);
+  if (tr.reason) parts.push(`${t('colon')}${tr.reason}`);
   return parts.join('');
 }
 

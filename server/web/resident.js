@@ -41,7 +41,7 @@ const conn = frame({
       if (fresh && change.isNew && !mine && state.open !== change.petitionId && (change.entry || change.notice)) {
         state.unseen.add(change.petitionId);
         const p = store.petitions.get(change.petitionId);
-        if (change.entry && STAFF.includes(change.entry.authorRole)) toast(`${change.entry.authorName}：${p?.title || ''}`);
+        if (change.entry && STAFF.includes(change.entry.authorRole)) toast(`${change.entry.authorName}${t('colon')}${p?.title || ''}`);
       }
       refresh(change.petitionId);
     },
@@ -76,6 +76,13 @@ async function route() {
     state.open = null;
     show('home');
     renderHome();
+    // Who is on duty changes during the day: ask again whenever home shows.
+    try {
+      state.grid = (await conn.request({ getMyGrid: {} })).grid;
+      if (state.view === 'home') renderHome();
+    } catch {
+      // Offline: the last known grid stays.
+    }
   }
 }
 
@@ -95,8 +102,8 @@ function renderHome() {
   const card = $('grid-card');
   if (g) {
     card.replaceChildren(
-      el('h2', {}, `${t('myGrid')}：${g.grid.name.startsWith(g.community?.name || '\u0000') ? '' : `${g.community?.name || ''} `}${g.grid.name}`),
-      el('p', { class: 'muted' }, `${t('jurisdiction')}：${(g.grid.jurisdiction || []).join('、')}`),
+      el('h2', {}, `${t('myGrid')}${t('colon')}${g.grid.name.startsWith(g.community?.name || '\u0000') ? '' : `${g.community?.name || ''} `}${g.grid.name}`),
+      el('p', { class: 'muted' }, `${t('jurisdiction')}${t('colon')}${(g.grid.jurisdiction || []).join('、')}`),
       el('h3', {}, t('canAt')),
       el('ul', { class: 'workers' }, (g.workers || []).map((w) =>
         el('li', { dataset: { workerId: w.id, testid: 'worker' } },

@@ -296,8 +296,8 @@ function renderConversation() {
   const chip = $('conv-state');
   chip.textContent = t(p.state);
   chip.className = `state-chip ${p.state}`;
-  $('conv-who').textContent = `${t('residentLabel')}：${p.residentName || ''} · ${t(p.category)}`;
-  const due = OPEN_STATES.includes(p.state) ? dueText(p) : { text: p.resolution ? `${t('resolvedWith')}：${p.resolution}` : '', overdue: false };
+  $('conv-who').textContent = `${t('residentLabel')}${t('colon')}${p.residentName || ''} · ${t(p.category)}`;
+  const due = OPEN_STATES.includes(p.state) ? dueText(p) : { text: p.resolution ? `${t('resolvedWith')}${t('colon')}${p.resolution}` : '', overdue: false };
   $('conv-due').textContent = due.text;
   $('conv-due').classList.toggle('late', due.overdue);
   const open = OPEN_STATES.includes(p.state);

@@ -168,7 +168,9 @@ function beep() {
 /** What to alert about for a change of the feed, if anything. */
 function alertKind(change) {
   const me = state.account.id;
-  if (change.notice && change.isNew !== false) {
+  // A notice comes once (events are deduplicated by cursor), whether or not the entry it carries
+  // arrived first in its own EntryAdded event.
+  if (change.notice) {
     switch (change.notice.kind) {
       case 'NOTICE_KIND_NEW_PETITION':
         return 'alertNew';

@@ -1,6 +1,6 @@
 //! The HTTP surface on the one listening port: `/ws` (the WebSocket endpoint), `/healthz`,
 //! `/readyz`, `/metrics` (Prometheus text format), appraisal reports (`/reports/{period}`) and the
-//! web pages (`/board`, `/web/…`).
+//! web pages (`/`, `/worker`, `/board`, `/manifest.webmanifest`, `/sw.js`, `/web/…`).
 
 use std::net::SocketAddr;
 
@@ -34,7 +34,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/reports/{period}", get(report))
+        .route("/", get(crate::web::resident))
+        .route("/worker", get(crate::web::worker))
         .route("/board", get(crate::web::board))
+        .route("/manifest.webmanifest", get(crate::web::manifest))
+        .route("/sw.js", get(crate::web::service_worker))
         .route("/web/{name}", get(crate::web::asset))
         .route(
             "/media",

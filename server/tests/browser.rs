@@ -1,8 +1,15 @@
-//! The board page in a real browser: headless Chromium (Debian's `chromium`, driven by
-//! `playwright-core` from `web-tests/`) shows the live board while WebSocket clients submit
-//! petitions; the page updates without a reload, drills down, lists the overdue petition, recovers
-//! from a dropped connection, switches to English, and is photographed at desktop and phone widths
-//! (into `target/screenshots/`).
+//! The web pages in a real browser: headless Chromium (Debian's `chromium`, driven by
+//! `playwright-core` from `web-tests/`).
+//!
+//! - `board.mjs`: the board shows the live board while WebSocket clients submit petitions; the page
+//!   updates without a reload, drills down, lists the overdue petition, recovers from a dropped
+//!   connection, switches to English.
+//! - `chain.mjs`: the five-step chain with three browser contexts (resident at `/`, worker at
+//!   `/worker`, a supervisor sent on to `/board`): a petition with a photo, a live alert, answers by
+//!   text and voice, read receipts, connections cut on both sides with nothing lost or doubled,
+//!   resolution, rating, the board moving beside them.
+//!
+//! Both photograph the pages at desktop and phone widths (into `target/screenshots/`).
 //!
 //! Needs Node.js and Chromium; `scripts/test` installs them (as `.ci/run` does).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -46,43 +53,150 @@ fn npm_ci(web_tests: &Path) {
     assert!(status.success(), "npm ci in web-tests failed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_board_page_shows_a_new_petition_live_in_chromium() {
+/// Chromium's path (`CHROMIUM`, else Debian's); a missing browser fails the test loudly.
+fn chromium() -> String {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
         "Chromium is missing at {chromium}: run scripts/test, which installs it (apt-get install chromium)"
     );
-    let web_tests = repo_root().join("web-tests");
-    npm_ci(&web_tests);
+    chromium
+}
 
+/// A browser script running against a server: its `STEP` lines, and the test's `GO` answers.
+struct Script {
+    node: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    log: Vec<String>,
+}
+
+/// What a script said next.
+enum Said {
+    Step(String),
+    Done,
+    Failed,
+}
+
+impl Script {
+    fn start(name: &str, server: &TestServer) -> Script {
+        let chromium = chromium();
+        let web_tests = repo_root().join("web-tests");
+        npm_ci(&web_tests);
+        let mut node = Command::new("node")
+            .arg(web_tests.join(name))
+            .arg(format!("http://{}", server.addr))
+            .arg(screenshot_dir())
+            .env("CHROMIUM", &chromium)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let stdin = node.stdin.take().unwrap();
+        let out = BufReader::new(node.stdout.take().unwrap()).lines();
+        Script {
+            node,
+            stdin,
+            out,
+            log: Vec::new(),
+        }
+    }
+
+    /// The next `STEP name`, `DONE` or `FAIL` (the page's own log lines are kept, not returned).
+    async fn next(&mut self) -> Said {
+        while let Some(line) = self.out.next_line().await.unwrap() {
+            self.log.push(line.clone());
+            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["STEP", name] => return Said::Step(name.to_string()),
+                ["DONE"] => return Said::Done,
+                ["FAIL", ..] => return Said::Failed,
+                _ => continue,
+            }
+        }
+        Said::Failed
+    }
+
+    async fn answer(&mut self, line: String) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the script to end; panics with its output unless it passed.
+    async fn finish(mut self, passed: bool) {
+        let status = self.node.wait().await.unwrap();
+        assert!(
+            passed && status.success(),
+            "browser run failed: {:#?}",
+            self.log
+        );
+    }
+}
+
+fn assert_screenshots(names: &[&str]) {
+    for shot in names {
+        let path = screenshot_dir().join(shot);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 1000, "{} was not saved", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_five_step_chain_in_three_browser_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.board.interval_ms = 50;
+    let server = TestServer::start_with(config).await;
+    let mut script = Script::start("chain.mjs", &server);
+    let run = async {
+        loop {
+            let answer = match script.next().await {
+                Said::Step(step) if step == "remind" => {
+                    // Half a day and a minute later: the response deadline has passed.
+                    server.clock.advance(Duration::from_secs(12 * 3600 + 60));
+                    server.county.supervise_now().await.unwrap();
+                    "GO remind".to_string()
+                }
+                Said::Step(other) => format!("NO {other}"),
+                Said::Done => return true,
+                Said::Failed => return false,
+            };
+            script.answer(answer).await;
+        }
+    };
+    let passed = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .unwrap_or(false);
+    script.finish(passed).await;
+    assert_screenshots(&[
+        "resident-phone.png",
+        "resident-desktop.png",
+        "resident-home-phone.png",
+        "worker-phone.png",
+        "worker-desktop.png",
+        "worker-inbox-phone.png",
+        "board-chain-desktop.png",
+    ]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_page_shows_a_new_petition_live_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.board.interval_ms = 50;
     let server = TestServer::start_with(config).await;
     let worker_id = server.account_id("worker-01-1a");
     let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
-
-    let mut node = Command::new("node")
-        .arg(web_tests.join("board.mjs"))
-        .arg(format!("http://{}", server.addr))
-        .arg(screenshot_dir())
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut stdin = node.stdin.take().unwrap();
-    let mut out = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut script = Script::start("board.mjs", &server);
 
     let mut first = 0;
-    let mut log = Vec::new();
     let run = async {
-        while let Some(line) = out.next_line().await.unwrap() {
-            log.push(line.clone());
-            let answer = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-                ["STEP", "submit"] => {
+        loop {
+            let answer = match script.next().await {
+                Said::Step(step) if step == "submit" => {
                     let p = resident
                         .submit_petition(complaint(worker_id, "小区东门路灯不亮"))
                         .await
@@ -90,43 +204,34 @@ async fn the_board_page_shows_a_new_petition_live_in_chromium() {
                     first = p.id;
                     format!("GO submit {} {worker_id}", p.id)
                 }
-                ["STEP", "overdue"] => {
+                Said::Step(step) if step == "overdue" => {
                     server.clock.advance(Duration::from_secs(13 * 3600));
                     server.county.supervise_now().await.unwrap();
                     "GO overdue".to_string()
                 }
-                ["STEP", "second"] => {
+                Said::Step(step) if step == "second" => {
                     resident
                         .submit_petition(complaint(worker_id, "楼道堆放杂物"))
                         .await
                         .unwrap();
                     "GO second".to_string()
                 }
-                ["DONE"] => return true,
-                ["FAIL", ..] => return false,
-                _ => continue, // the page's own log lines
+                Said::Step(other) => format!("NO {other}"),
+                Said::Done => return true,
+                Said::Failed => return false,
             };
-            stdin
-                .write_all(format!("{answer}\n").as_bytes())
-                .await
-                .unwrap();
+            script.answer(answer).await;
         }
-        false
     };
     let passed = tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .unwrap_or(false);
-    let status = node.wait().await.unwrap();
-    assert!(passed && status.success(), "browser run failed: {log:#?}");
+    script.finish(passed).await;
     assert_ne!(first, 0);
-    for shot in [
+    assert_screenshots(&[
         "board-desktop.png",
         "board-desktop-en.png",
         "board-phone.png",
-    ] {
-        let path = screenshot_dir().join(shot);
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 1000, "{} was not saved", path.display());
-    }
+    ]);
     server.stop().await;
 }

@@ -1,7 +1,7 @@
 // The supervisors' live response board: signs in, watches the board (snapshot, then deltas) and
 // renders it; figures are defined in docs/metrics.md. Clicking a figure lists the petitions behind it.
 
-import { Connection, ServerError } from './lianxin.js';
+import { Connection, ServerError, homeOf } from './lianxin.js';
 import { applyStrings, duration, lang, setLang, t } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
@@ -82,6 +82,11 @@ async function watch() {
     render();
   } catch (e) {
     if (e instanceof ServerError && e.code === 'ERROR_CODE_FORBIDDEN') {
+      // Residents and grid staff have their own pages.
+      if (homeOf(state.account) !== '/board') {
+        location.replace(homeOf(state.account));
+        return;
+      }
       $('sign-in-error').textContent = t('notAllowed');
       await conn.signOut();
     }

@@ -208,6 +208,24 @@ pub fn second_u64(key: &[u8]) -> Result<u64> {
         .and_then(decode_u64)
 }
 
+/// The name of a keyspace prefix ([`ks`]) for reports; `None` for an unknown byte.
+pub fn ks_name(prefix: u8) -> Option<&'static str> {
+    Some(match prefix {
+        ks::PETITION => "petition",
+        ks::ENTRY => "entry",
+        ks::READMARK => "readmark",
+        ks::ACCOUNT_PETITION => "account_petition",
+        ks::ASSIGNEE_PETITION => "assignee_petition",
+        ks::FEED => "feed",
+        ks::IDEMPOTENCY => "idempotency",
+        ks::STEP_AT => "step_at",
+        ks::COMMUNITY_CREATED => "community_created",
+        ks::COMMUNITY_OPEN => "community_open",
+        ks::AUDIT => "audit",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -249,22 +267,4 @@ mod tests {
             prop_assert!(pkey3(p, a, b, c)[..] < pkey1(p + 1, 0)[..]);
         }
     }
-}
-
-/// The name of a keyspace prefix ([`ks`]) for reports; `None` for an unknown byte.
-pub fn ks_name(prefix: u8) -> Option<&'static str> {
-    Some(match prefix {
-        ks::PETITION => "petition",
-        ks::ENTRY => "entry",
-        ks::READMARK => "readmark",
-        ks::ACCOUNT_PETITION => "account_petition",
-        ks::ASSIGNEE_PETITION => "assignee_petition",
-        ks::FEED => "feed",
-        ks::IDEMPOTENCY => "idempotency",
-        ks::STEP_AT => "step_at",
-        ks::COMMUNITY_CREATED => "community_created",
-        ks::COMMUNITY_OPEN => "community_open",
-        ks::AUDIT => "audit",
-        _ => return None,
-    })
 }

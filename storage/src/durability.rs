@@ -34,6 +34,9 @@ enum Job {
     },
     /// Answer once a flush that started after this job was queued has finished.
     Durable(oneshot::Sender<Result<()>>),
+    /// Run a function on the writer thread between two groups: every commit queued before it is
+    /// applied and flushed, none queued after it is applied until it returns.
+    Exclusive(Box<dyn FnOnce() + Send>),
 }
 
 /// Where the writer answers a commit.
@@ -150,6 +153,21 @@ impl Writer {
         rx.recv().map_err(|_| gone())?
     }
 
+    /// Runs `f` on the writer thread at a consistent point between two groups (see
+    /// [`Job::Exclusive`]); commits wait meanwhile. Used by backups.
+    pub(crate) async fn exclusive<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Exclusive(Box::new(move || {
+                let _ = tx.send(f());
+            })))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     /// Returns once a flush that started after this call has finished.
     pub(crate) async fn durable(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
@@ -175,21 +193,36 @@ impl WriterThread {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::new();
         while let Ok(first) = rx.recv() {
-            jobs.push(first);
-            while jobs.len() < MAX_GROUP {
+            let mut exclusive = None;
+            match first {
+                Job::Exclusive(f) => exclusive = Some(f),
+                job => jobs.push(job),
+            }
+            while exclusive.is_none() && jobs.len() < MAX_GROUP {
                 match rx.try_recv() {
+                    Ok(Job::Exclusive(f)) => exclusive = Some(f),
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
-            let served =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.group(&mut jobs)));
-            if served.is_err() {
-                // A bug, not an I/O error: the group's callers get an error (their answer
-                // channels are dropped), what the cache staged is forgotten, the writer goes on.
-                tracing::error!("the storage writer panicked in a group commit");
-                self.cache.forget();
-                jobs.clear();
+            if !jobs.is_empty() {
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.group(&mut jobs)
+                }));
+                if served.is_err() {
+                    // A bug, not an I/O error: the group's callers get an error (their answer
+                    // channels are dropped), what the cache staged is forgotten, the writer goes
+                    // on.
+                    tracing::error!("the storage writer panicked in a group commit");
+                    self.cache.forget();
+                    jobs.clear();
+                }
+            }
+            // Everything queued before it is applied and flushed; nothing after it is applied.
+            if let Some(f) = exclusive
+                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+            {
+                tracing::error!("an exclusive storage job panicked");
             }
         }
         tracing::debug!("storage writer stopped");
@@ -210,6 +243,8 @@ impl WriterThread {
                     answers.push((reply, result));
                 }
                 Job::Durable(tx) => waiters.push(tx),
+                // `run` never puts one in a group; run it in order all the same.
+                Job::Exclusive(f) => f(),
             }
         }
         span.record("writes", group.writes);

@@ -25,6 +25,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod backup;
 pub mod directory;
 pub mod durability;
 pub mod feed;
@@ -120,6 +121,9 @@ pub struct Store {
     writer: durability::Writer,
     /// Node number for ids.
     node_id: u16,
+    /// Added to sled's id counter: the highest id of the backup this database was restored from
+    /// (sled's counter is not part of its trees), 0 otherwise.
+    id_base: u64,
     /// Where the database lives.
     path: PathBuf,
     /// Where the media files live (`<path>/media`).
@@ -187,7 +191,12 @@ impl Store {
     fn start(db: sled::Db, node_id: u16, path: PathBuf, media_dir: PathBuf) -> Result<Store> {
         let trees = trees::Trees::open(&db)?;
         check_schema(&db, &trees)?;
+        let id_base = match trees.meta.get(trees::META_ID_BASE)? {
+            Some(v) => trees::decode_u64(&v)?,
+            None => 0,
+        };
         Ok(Store {
+            id_base,
             writer: durability::Writer::start(db.clone(), trees.petition_keyspace.clone())?,
             db,
             trees,
@@ -213,7 +222,7 @@ impl Store {
     /// A new id, unique on this node across restarts, with the node number in the top 16 bits.
     pub fn next_id(&self) -> Result<u64> {
         // sled's ids start at 0; keep 0 free to mean "none" in the protocol.
-        let raw = self.db.generate_id()? + 1;
+        let raw = (self.db.generate_id()? + 1).saturating_add(self.id_base);
         Ok((u64::from(self.node_id) << 48) | (raw & 0x0000_ffff_ffff_ffff))
     }
 

@@ -26,6 +26,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod backup;
+pub mod checkpoint;
 pub mod directory;
 pub mod durability;
 pub mod feed;
@@ -71,6 +72,23 @@ pub enum StoreError {
     /// The thing already exists (a login taken, an id reused).
     #[error("already exists: {0}")]
     Conflict(String),
+    /// The database lacks writes that were on disk at its last checkpoint: sled's files were
+    /// truncated, damaged or replaced, and sled recovered only an older state.
+    #[error(
+        "the database in {path} is missing data it had on disk: the checkpoint file says \
+         checkpoint {expected}, the database holds {found}. sled's files were truncated, damaged \
+         or replaced, and sled recovered only an older state. Refusing to start rather than serve \
+         incomplete data: restore the latest backup (`lianxin restore`) into an empty folder, or \
+         move this folder aside"
+    )]
+    LostWrites {
+        /// The data folder.
+        path: PathBuf,
+        /// The checkpoint the file records.
+        expected: u64,
+        /// The checkpoint the database holds (0: none).
+        found: u64,
+    },
     /// The engine failed (I/O error, full disk, ...).
     #[error("storage engine error: {0}")]
     Engine(#[from] sled::Error),
@@ -168,11 +186,13 @@ impl Store {
                 }
                 other => StoreError::Engine(other),
             })?;
+        let checkpoints = checkpoint::Checkpoints::open(&db, &config.path)?;
         Self::start(
             db,
             config.node_id,
             config.path.clone(),
             config.path.join("media"),
+            Some(checkpoints),
         )
     }
 
@@ -184,11 +204,17 @@ impl Store {
             std::process::id(),
             TEMP_STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        Self::start(db, 0, PathBuf::new(), media_dir)
+        Self::start(db, 0, PathBuf::new(), media_dir, None)
     }
 
     /// Checks and migrates the schema, then starts the writer.
-    fn start(db: sled::Db, node_id: u16, path: PathBuf, media_dir: PathBuf) -> Result<Store> {
+    fn start(
+        db: sled::Db,
+        node_id: u16,
+        path: PathBuf,
+        media_dir: PathBuf,
+        checkpoints: Option<checkpoint::Checkpoints>,
+    ) -> Result<Store> {
         let trees = trees::Trees::open(&db)?;
         check_schema(&db, &trees)?;
         let id_base = match trees.meta.get(trees::META_ID_BASE)? {
@@ -197,7 +223,11 @@ impl Store {
         };
         Ok(Store {
             id_base,
-            writer: durability::Writer::start(db.clone(), trees.petition_keyspace.clone())?,
+            writer: durability::Writer::start(
+                db.clone(),
+                trees.petition_keyspace.clone(),
+                checkpoints,
+            )?,
             db,
             trees,
             node_id,
@@ -230,6 +260,11 @@ impl Store {
     /// shared with every commit and caller in its group).
     pub async fn durable(&self) -> Result<()> {
         self.writer.durable().await
+    }
+
+    /// Flushes everything to disk and takes a checkpoint (`checkpoint.rs`); for a clean stop.
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.writer.checkpoint().await
     }
 
     /// Flushes everything to disk now, blocking the calling thread.

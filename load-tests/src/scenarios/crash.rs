@@ -120,7 +120,7 @@ impl Sender {
     fn next_request(&mut self, petition_every: u64) -> Pending {
         self.made += 1;
         let i = self.made;
-        if petition_every > 0 && i % petition_every == 0 {
+        if petition_every > 0 && i.is_multiple_of(petition_every) {
             Pending::Petition {
                 cmid: format!("crash-{}-p{i}", self.n),
                 text: format!("第{i}件事：楼道灯坏了"),

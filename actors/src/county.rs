@@ -605,7 +605,9 @@ impl County {
         Err(last)
     }
 
-    /// Makes a petition's actor panic (for tests of supervision).
+    /// Makes a petition's actor panic (for tests of supervision; only with the
+    /// `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn crash_petition(&self, petition_id: u64) -> DomainResult<()> {
         let p = self

@@ -139,7 +139,9 @@ pub struct PetitionCall {
 pub enum PetitionMsg {
     /// A caller's request.
     Call(PetitionCall),
-    /// Panics on purpose: lets tests prove that a crash stays local and restarts from storage.
+    /// Panics on purpose: lets tests prove that a crash stays local and restarts from storage
+    /// (only with the `fault-injection` feature, which tests turn on).
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     Crash,
     /// The actor's own idle timer: offer to stop if nothing was handled for the idle time.
@@ -226,6 +228,7 @@ impl Actor for PetitionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            #[cfg(feature = "fault-injection")]
             PetitionMsg::Crash => panic!("petition {} asked to crash", state.petition.id),
             PetitionMsg::IdleCheck => idle_check(&myself, state),
             PetitionMsg::Call(call) => {

@@ -36,6 +36,10 @@ pub enum Command {
     /// Start the server on an existing, large database (see `lianxin populate`); measure the time
     /// until it is ready, its memory at rest, and that the history is served.
     Startup(StartupArgs),
+    /// Kill the server with SIGKILL at random moments under steady load, restart it on the same
+    /// data folder, and check after each cycle that every acknowledged message and petition is
+    /// there exactly once and every feed resumes without gaps.
+    Crash(CrashArgs),
     /// Run the bare relay: plain tokio-tungstenite speaking the scenarios' subset of the protocol.
     Relay(RelayArgs),
 }
@@ -286,6 +290,40 @@ pub struct DeadlinesArgs {
     pub malloc_defaults: bool,
 }
 
+/// `crash`: the crash loop.
+#[derive(Debug, Clone, Args)]
+pub struct CrashArgs {
+    /// Common options (`--target`, `--relay` and `--compare` do not apply: the loop must kill and
+    /// restart the server itself).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Kill-and-restart cycles.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub cycles: u64,
+    /// Stop after the cycle running when this many seconds have passed.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub max_secs: u64,
+    /// Residents sending, each to a petition of its own (one per community).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=12))]
+    pub senders: u64,
+    /// Requests per second offered in total (0: each sender as fast as its replies come).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Every n-th request of a sender raises a new petition instead of sending a message (0:
+    /// none).
+    #[arg(long, default_value_t = 40)]
+    pub petition_every: u64,
+    /// Shortest time the server runs under load before it is killed, in milliseconds.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub min_up_ms: u64,
+    /// Longest time the server runs under load before it is killed, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub max_up_ms: u64,
+    /// Seed of the random kill times (default: from the clock; the report gives it).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
 /// `relay`: the bare relay.
 #[derive(Debug, Clone, Args)]
 pub struct RelayArgs {
@@ -307,6 +345,7 @@ impl Command {
             Command::Soak(_) => "soak",
             Command::Deadlines(_) => "deadlines",
             Command::Startup(_) => "startup",
+            Command::Crash(_) => "crash",
             Command::Relay(_) => "relay",
         }
     }
@@ -320,6 +359,7 @@ impl Command {
             Command::Soak(a) => Some(&a.common),
             Command::Deadlines(a) => Some(&a.common),
             Command::Startup(a) => Some(&a.common),
+            Command::Crash(a) => Some(&a.common),
             Command::Relay(_) => None,
         }
     }

@@ -10,7 +10,7 @@
 //! - [`procstat`]: `/proc` readings and the per-second sampler.
 //! - [`report`]: percentiles, figures, the table, the JSON report and the comparison.
 //! - [`relay`]: the bare relay.
-//! - [`scenarios`]: idle, steady, storm, soak, deadlines.
+//! - [`scenarios`]: idle, steady, storm, soak, deadlines, crash.
 
 pub mod accounts;
 pub mod cli;

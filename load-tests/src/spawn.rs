@@ -51,8 +51,8 @@ pub struct Spawned {
     /// How long it took from starting the process until it answered (`/readyz` 200 for the
     /// server, an accepted connection for the relay).
     pub ready_after: Duration,
-    /// The data folder (and log), removed when dropped.
-    _dir: tempfile::TempDir,
+    /// The data folder (and log), removed when dropped; `None` when the caller owns the folder.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Spawned {
@@ -95,9 +95,47 @@ impl Spawned {
             cmd.arg("--config").arg(&path);
         }
         cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
-        let mut spawned = Self::spawn(cmd, dir, addr).await?;
+        let log_path = dir.path().join("process.log");
+        let mut spawned = Self::spawn(cmd, Some(dir), log_path, addr).await?;
         spawned.wait_ready(true).await?;
         Ok(spawned)
+    }
+
+    /// Starts `lianxin serve --data-dir <data> --listen <addr>` on a folder the caller keeps (the
+    /// crash loop restarts the server on it), appending its output to `log_path`, and waits until
+    /// `/readyz` answers 200.
+    pub async fn server_on(
+        bin: &Path,
+        log_filter: &str,
+        data: &Path,
+        log_path: &Path,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Spawned> {
+        if !bin.is_file() {
+            bail!(
+                "server binary {} not found: build it (cargo build --release -p lianxin-server) \
+                 or pass --server-bin",
+                bin.display()
+            );
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", log_filter);
+        if let Some(parent) = data.parent() {
+            cmd.current_dir(parent);
+        }
+        let mut spawned = Self::spawn(cmd, None, log_path.to_path_buf(), addr).await?;
+        spawned.wait_ready(true).await?;
+        Ok(spawned)
+    }
+
+    /// SIGKILL: the process gets no chance to flush or close anything; waits for it to be gone.
+    pub fn kill_now(&mut self) {
+        self.kill();
     }
 
     /// Starts `<bin> relay --listen 127.0.0.1:<free port>` and waits until the port accepts.
@@ -110,19 +148,23 @@ impl Spawned {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = Command::new(bin);
         cmd.arg("relay").arg("--listen").arg(addr.to_string());
-        let mut spawned = Self::spawn(cmd, dir, addr).await?;
+        let log_path = dir.path().join("process.log");
+        let mut spawned = Self::spawn(cmd, Some(dir), log_path, addr).await?;
         spawned.wait_ready(false).await?;
         Ok(spawned)
     }
 
     async fn spawn(
         mut cmd: Command,
-        dir: tempfile::TempDir,
+        dir: Option<tempfile::TempDir>,
+        log_path: PathBuf,
         addr: SocketAddr,
     ) -> anyhow::Result<Spawned> {
-        let log_path = dir.path().join("process.log");
-        let log = std::fs::File::create(&log_path)?;
         let started = Instant::now();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -342,3 +342,50 @@ fn startup_serves_a_populated_database() {
         "every petition's whole timeline"
     );
 }
+
+#[test]
+fn crash_loop_loses_and_repeats_nothing() {
+    let report = load(
+        "crash",
+        &[
+            "crash",
+            "--cycles",
+            "3",
+            "--senders",
+            "3",
+            "--rate",
+            "150",
+            "--petition-every",
+            "10",
+            "--min-up-ms",
+            "300",
+            "--max-up-ms",
+            "800",
+            "--seed",
+            "7",
+        ],
+    );
+    assert_eq!(report["scenario"], "crash");
+    assert_eq!(figure(&report, "cycles"), 3.0);
+    assert!(figure(&report, "acked_messages") > 0.0);
+    assert!(figure(&report, "acked_petitions") > 3.0);
+    assert!(figure(&report, "feed_events") > 0.0);
+    assert!(
+        figure(&report, "resent_after_kill") > 0.0,
+        "kills came mid-request"
+    );
+    for zero in [
+        "lost_messages",
+        "duplicate_messages",
+        "timeline_gaps",
+        "lost_petitions",
+        "duplicate_petitions",
+        "feed_gaps",
+        "feed_repeats",
+        "feed_regressions",
+        "feeds_not_at_head",
+    ] {
+        assert_eq!(figure(&report, zero), 0.0, "{zero}");
+    }
+    assert_eq!(report["details"]["cycles"].as_array().unwrap().len(), 3);
+}

@@ -45,6 +45,7 @@ pub fn router(state: HttpState) -> Router {
             axum::routing::post(crate::media::upload)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route("/admin/backup", axum::routing::post(crate::backup::route))
         .route("/media/{id}", get(crate::media::fetch))
         .route("/media/{id}/thumbnail", get(crate::media::fetch_thumbnail))
         .with_state(state)

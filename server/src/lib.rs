@@ -7,6 +7,8 @@
 //! - [`media`]: `POST /media` uploads and `GET /media/{id}` (ranges, cache headers, access).
 //! - [`session`]: one WebSocket connection's task.
 //! - [`seed`]: the demo county seeded into an empty database.
+//! - [`backup`]: `POST /admin/backup` (a running server's consistent snapshot), `lianxin backup`
+//!   and `lianxin restore`.
 //! - [`admin`]: the administrator's commands (communities, grids, staff, jurisdiction import).
 //! - [`web`]: the embedded web pages (`/board`).
 //! - [`webhook`]: bad reviews POSTed to a configured URL, with retries.
@@ -14,6 +16,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod collect;
 pub mod config;
 pub mod http;

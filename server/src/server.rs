@@ -175,6 +175,8 @@ impl Server {
             let _ = collector.await;
         }
         self.county.shutdown().await?;
+        // A clean stop records a checkpoint: a database found older than it is refused later.
+        self.county.store().checkpoint().await?;
         tracing::info!("storage flushed; bye");
         Ok(())
     }

@@ -34,6 +34,11 @@ enum Job {
     },
     /// Answer once a flush that started after this job was queued has finished.
     Durable(oneshot::Sender<Result<()>>),
+    /// Like `Durable`, and the group takes a checkpoint whether one is due or not.
+    Checkpoint(oneshot::Sender<Result<()>>),
+    /// Run a function on the writer thread between two groups: every commit queued before it is
+    /// applied and flushed, none queued after it is applied until it returns.
+    Exclusive(Box<dyn FnOnce() + Send>),
 }
 
 /// Where the writer answers a commit.
@@ -104,8 +109,13 @@ fn gone() -> StoreError {
 }
 
 impl Writer {
-    /// Starts the writer thread for this database and its petition keyspace.
-    pub(crate) fn start(db: sled::Db, keyspace: sled::Tree) -> Result<Writer> {
+    /// Starts the writer thread for this database and its petition keyspace; `checkpoints`
+    /// (absent for temporary stores) are taken every [`CHECKPOINT_EVERY`] with a group flush.
+    pub(crate) fn start(
+        db: sled::Db,
+        keyspace: sled::Tree,
+        checkpoints: Option<crate::checkpoint::Checkpoints>,
+    ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let floors = Arc::new(Floors::default());
         let thread = WriterThread {
@@ -113,6 +123,7 @@ impl Writer {
             keyspace,
             cache: WriterCache::default(),
             floors: floors.clone(),
+            checkpoints,
         };
         std::thread::Builder::new()
             .name("lianxin-writer".into())
@@ -150,6 +161,29 @@ impl Writer {
         rx.recv().map_err(|_| gone())?
     }
 
+    /// Runs `f` on the writer thread at a consistent point between two groups (see
+    /// [`Job::Exclusive`]); commits wait meanwhile. Used by backups.
+    pub(crate) async fn exclusive<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Exclusive(Box::new(move || {
+                let _ = tx.send(f());
+            })))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Returns once a flush that started after this call has finished and a checkpoint was
+    /// taken with it.
+    pub(crate) async fn checkpoint(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Checkpoint(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     /// Returns once a flush that started after this call has finished.
     pub(crate) async fn durable(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
@@ -168,6 +202,8 @@ struct WriterThread {
     cache: WriterCache,
     /// Feed floors shared with readers.
     floors: Arc<Floors>,
+    /// The checkpoint file and its counter (none for temporary stores).
+    checkpoints: Option<crate::checkpoint::Checkpoints>,
 }
 
 impl WriterThread {
@@ -175,21 +211,36 @@ impl WriterThread {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::new();
         while let Ok(first) = rx.recv() {
-            jobs.push(first);
-            while jobs.len() < MAX_GROUP {
+            let mut exclusive = None;
+            match first {
+                Job::Exclusive(f) => exclusive = Some(f),
+                job => jobs.push(job),
+            }
+            while exclusive.is_none() && jobs.len() < MAX_GROUP {
                 match rx.try_recv() {
+                    Ok(Job::Exclusive(f)) => exclusive = Some(f),
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
-            let served =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.group(&mut jobs)));
-            if served.is_err() {
-                // A bug, not an I/O error: the group's callers get an error (their answer
-                // channels are dropped), what the cache staged is forgotten, the writer goes on.
-                tracing::error!("the storage writer panicked in a group commit");
-                self.cache.forget();
-                jobs.clear();
+            if !jobs.is_empty() {
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.group(&mut jobs)
+                }));
+                if served.is_err() {
+                    // A bug, not an I/O error: the group's callers get an error (their answer
+                    // channels are dropped), what the cache staged is forgotten, the writer goes
+                    // on.
+                    tracing::error!("the storage writer panicked in a group commit");
+                    self.cache.forget();
+                    jobs.clear();
+                }
+            }
+            // Everything queued before it is applied and flushed; nothing after it is applied.
+            if let Some(f) = exclusive
+                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+            {
+                tracing::error!("an exclusive storage job panicked");
             }
         }
         tracing::debug!("storage writer stopped");
@@ -203,6 +254,7 @@ impl WriterThread {
         let mut group = Group::default();
         let mut answers: Vec<(Reply, Result<CommitResult>)> = Vec::with_capacity(jobs.len());
         let mut waiters = Vec::new();
+        let mut force_checkpoint = false;
         for job in jobs.drain(..) {
             match job {
                 Job::Commit { commit, reply } => {
@@ -210,6 +262,12 @@ impl WriterThread {
                     answers.push((reply, result));
                 }
                 Job::Durable(tx) => waiters.push(tx),
+                Job::Checkpoint(tx) => {
+                    force_checkpoint = true;
+                    waiters.push(tx);
+                }
+                // `run` never puts one in a group; run it in order all the same.
+                Job::Exclusive(f) => f(),
             }
         }
         span.record("writes", group.writes);
@@ -219,6 +277,17 @@ impl WriterThread {
             // Readers must not see the new events before the flush: floors first.
             self.floors.raise(&group.floors);
             self.keyspace.apply_batch(group.batch)
+        };
+        // A checkpoint marks the database first; the file follows once the mark is on disk.
+        let checkpoint = match &mut self.checkpoints {
+            Some(c) if force_checkpoint || c.due() => match c.mark() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::error!(error = %e, "marking a checkpoint failed");
+                    None
+                }
+            },
+            _ => None,
         };
         let outcome = match applied {
             Ok(()) => self.db.flush().map(|_| ()),
@@ -231,6 +300,12 @@ impl WriterThread {
         match &outcome {
             Ok(()) => self.floors.clear(),
             Err(e) => tracing::error!(error = %e, "group commit failed"),
+        }
+        if let (Ok(()), Some(n), Some(c)) = (&outcome, checkpoint, &mut self.checkpoints)
+            && let Err(e) = c.record(n)
+        {
+            // The data is on disk all the same; only the guard lags.
+            tracing::error!(error = %e, "writing the checkpoint file failed");
         }
         for (reply, result) in answers {
             reply.send(match (&outcome, result) {

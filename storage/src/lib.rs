@@ -25,6 +25,8 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod backup;
+pub mod checkpoint;
 pub mod directory;
 pub mod durability;
 pub mod feed;
@@ -70,6 +72,23 @@ pub enum StoreError {
     /// The thing already exists (a login taken, an id reused).
     #[error("already exists: {0}")]
     Conflict(String),
+    /// The database lacks writes that were on disk at its last checkpoint: sled's files were
+    /// truncated, damaged or replaced, and sled recovered only an older state.
+    #[error(
+        "the database in {path} is missing data it had on disk: the checkpoint file says \
+         checkpoint {expected}, the database holds {found}. sled's files were truncated, damaged \
+         or replaced, and sled recovered only an older state. Refusing to start rather than serve \
+         incomplete data: restore the latest backup (`lianxin restore`) into an empty folder, or \
+         move this folder aside"
+    )]
+    LostWrites {
+        /// The data folder.
+        path: PathBuf,
+        /// The checkpoint the file records.
+        expected: u64,
+        /// The checkpoint the database holds (0: none).
+        found: u64,
+    },
     /// The engine failed (I/O error, full disk, ...).
     #[error("storage engine error: {0}")]
     Engine(#[from] sled::Error),
@@ -131,6 +150,9 @@ pub struct Store {
     writer: durability::Writer,
     /// Node number for ids.
     node_id: u16,
+    /// Added to sled's id counter: the highest id of the backup this database was restored from
+    /// (sled's counter is not part of its trees), 0 otherwise.
+    id_base: u64,
     /// Where the database lives.
     path: PathBuf,
     /// Where the media files live (`<path>/media`).
@@ -178,11 +200,13 @@ impl Store {
                 }
                 other => StoreError::Engine(other),
             })?;
+        let checkpoints = checkpoint::Checkpoints::open(&db, &config.path)?;
         Self::start(
             db,
             config.node_id,
             config.path.clone(),
             config.path.join("media"),
+            Some(checkpoints),
         )
     }
 
@@ -194,15 +218,30 @@ impl Store {
             std::process::id(),
             TEMP_STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        Self::start(db, 0, PathBuf::new(), media_dir)
+        Self::start(db, 0, PathBuf::new(), media_dir, None)
     }
 
     /// Checks and migrates the schema, then starts the writer.
-    fn start(db: sled::Db, node_id: u16, path: PathBuf, media_dir: PathBuf) -> Result<Store> {
+    fn start(
+        db: sled::Db,
+        node_id: u16,
+        path: PathBuf,
+        media_dir: PathBuf,
+        checkpoints: Option<checkpoint::Checkpoints>,
+    ) -> Result<Store> {
         let trees = trees::Trees::open(&db)?;
         check_schema(&db, &trees)?;
+        let id_base = match trees.meta.get(trees::META_ID_BASE)? {
+            Some(v) => trees::decode_u64(&v)?,
+            None => 0,
+        };
         Ok(Store {
-            writer: durability::Writer::start(db.clone(), trees.petition_keyspace.clone())?,
+            id_base,
+            writer: durability::Writer::start(
+                db.clone(),
+                trees.petition_keyspace.clone(),
+                checkpoints,
+            )?,
             db,
             trees,
             node_id,
@@ -267,7 +306,7 @@ impl Store {
     /// A new id, unique on this node across restarts, with the node number in the top 16 bits.
     pub fn next_id(&self) -> Result<u64> {
         // sled's ids start at 0; keep 0 free to mean "none" in the protocol.
-        let raw = self.db.generate_id()? + 1;
+        let raw = (self.db.generate_id()? + 1).saturating_add(self.id_base);
         Ok((u64::from(self.node_id) << 48) | (raw & 0x0000_ffff_ffff_ffff))
     }
 
@@ -275,6 +314,11 @@ impl Store {
     /// shared with every commit and caller in its group).
     pub async fn durable(&self) -> Result<()> {
         self.writer.durable().await
+    }
+
+    /// Flushes everything to disk and takes a checkpoint (`checkpoint.rs`); for a clean stop.
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.writer.checkpoint().await
     }
 
     /// Flushes everything to disk now, blocking the calling thread.

@@ -11,6 +11,10 @@ use crate::{Result, StoreError};
 /// Metadata key holding the schema version (u64, big-endian).
 pub const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 
+/// Metadata key holding the id base of a restored database (u64, big-endian): new ids are
+/// sled's counter plus this, so they stay above every id of the backup.
+pub const META_ID_BASE: &[u8] = b"id_base";
+
 macro_rules! declare_trees {
     ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Handles on every tree of the database.

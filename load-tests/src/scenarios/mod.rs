@@ -1,6 +1,7 @@
 //! The scenarios, and running one against a target (or against both the server and the bare
 //! relay) into a report.
 
+pub mod crash;
 pub mod deadlines;
 pub mod idle;
 pub mod soak;
@@ -133,6 +134,9 @@ pub async fn run_once(
     kind: Kind,
     nofile: u64,
 ) -> anyhow::Result<Report> {
+    if let Command::Crash(a) = command {
+        return crash::run(common, a).await;
+    }
     let wall = Instant::now();
     let started_at_unix = report::unix_now();
     let machine_before = procstat::read_machine();
@@ -162,6 +166,7 @@ pub async fn run_once(
         Command::Soak(a) => soak::run(&ctx, &a.shape()).await,
         Command::Deadlines(a) => deadlines::run(&ctx, a).await,
         Command::Startup(a) => startup::run(&ctx, a).await,
+        Command::Crash(_) => Err(anyhow::anyhow!("the crash loop runs on its own")),
         Command::Relay(_) => Err(anyhow::anyhow!("the relay is not a scenario")),
     };
     let alive = target.check_alive();

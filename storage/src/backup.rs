@@ -1,0 +1,317 @@
+//! Consistent dumps of the whole database for backups, and their restore into an empty folder.
+//!
+//! [`Store::dump_consistent`] runs on the single writer's thread between two group commits, so
+//! every petition commit acknowledged before the dump began is in it whole and none that was
+//! queued after it is in it at all; other writes (accounts, sessions, media metadata) are in it as
+//! far as they were made before the dump began. Commits wait while the dump runs.
+//!
+//! Dump format (`db.lxdump`): [`DUMP_MAGIC`], then for every tree `b'T'`, the name's length
+//! (u16, big-endian) and the name, its entries (`b'E'`, key length u32, key, value length u32,
+//! value), `b'Z'`; after the last tree `b'.'`. The id counter of sled is not part of any tree: the
+//! dump records the highest id handed out (`id_floor`) and a restore stores it as the id base of
+//! the new database, so new ids never repeat an old one.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use lianxin_protocol::v1::MediaInfo;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::media::{Sha, parse_sha};
+use crate::trees::{self, TREE_NAMES};
+use crate::{Result, SCHEMA_VERSION, Store, StoreError};
+
+/// The first bytes of a dump file.
+pub const DUMP_MAGIC: &[u8; 8] = b"LXDUMP1\n";
+
+/// The largest key or value a dump may hold (a bigger length means the file is damaged).
+const MAX_ITEM: usize = 256 * 1024 * 1024;
+
+/// Entries written to sled in one batch while restoring.
+const RESTORE_BATCH: usize = 10_000;
+
+/// How many entries a tree had in a dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeCount {
+    /// The tree's name.
+    pub name: String,
+    /// Its entries.
+    pub entries: u64,
+}
+
+/// What a dump holds.
+#[derive(Debug, Clone)]
+pub struct DumpInfo {
+    /// The schema version of the dumped database.
+    pub schema_version: u64,
+    /// The highest id handed out before the dump (without the node number).
+    pub id_floor: u64,
+    /// Every tree and its entry count, in dump order.
+    pub trees: Vec<TreeCount>,
+    /// Media files (items and thumbnails) the dumped metadata refers to.
+    pub media: Vec<Sha>,
+    /// Size of the dump file in bytes.
+    pub size: u64,
+    /// Lower-case hex sha-256 of the dump file.
+    pub sha256: String,
+}
+
+fn io_err(e: std::io::Error) -> StoreError {
+    StoreError::Engine(sled::Error::Io(e))
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn len_u32(n: usize) -> Result<[u8; 4]> {
+    u32::try_from(n)
+        .map(u32::to_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("an item of {n} bytes is too large to dump")))
+}
+
+impl Store {
+    /// Writes every tree to `out` (created, or truncated) at one consistent point between two
+    /// group commits, and fsyncs it. Petition commits wait until it returns.
+    pub async fn dump_consistent(&self, out: PathBuf) -> Result<DumpInfo> {
+        let store = self.clone();
+        self.writer.exclusive(move || store.dump_now(&out)).await
+    }
+
+    /// The dump itself; runs on the writer thread.
+    fn dump_now(&self, out: &Path) -> Result<DumpInfo> {
+        let file = std::fs::File::create(out).map_err(io_err)?;
+        let mut w = Hashing {
+            inner: BufWriter::with_capacity(256 * 1024, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let id_floor = self.next_id()? & 0x0000_ffff_ffff_ffff;
+        let mut counts = Vec::with_capacity(TREE_NAMES.len());
+        let mut media = Vec::new();
+        w.write_all(DUMP_MAGIC).map_err(io_err)?;
+        for name in TREE_NAMES {
+            let tree = self.db.open_tree(name)?;
+            w.write_all(b"T").map_err(io_err)?;
+            w.write_all(&(name.len() as u16).to_be_bytes())
+                .map_err(io_err)?;
+            w.write_all(name.as_bytes()).map_err(io_err)?;
+            let mut entries = 0u64;
+            for item in tree.iter() {
+                let (k, v) = item?;
+                w.write_all(b"E").map_err(io_err)?;
+                w.write_all(&len_u32(k.len())?).map_err(io_err)?;
+                w.write_all(&k).map_err(io_err)?;
+                w.write_all(&len_u32(v.len())?).map_err(io_err)?;
+                w.write_all(&v).map_err(io_err)?;
+                entries += 1;
+                if *name == "sha_media" {
+                    let info = MediaInfo::decode(&*v)?;
+                    if let Some(m) = info.media {
+                        media.extend(parse_sha(&m.id));
+                        media.extend(parse_sha(&m.thumbnail_id));
+                    }
+                }
+            }
+            w.write_all(b"Z").map_err(io_err)?;
+            counts.push(TreeCount {
+                name: (*name).to_owned(),
+                entries,
+            });
+        }
+        w.write_all(b".").map_err(io_err)?;
+        w.flush().map_err(io_err)?;
+        let Hashing {
+            inner,
+            hasher,
+            bytes,
+        } = w;
+        let file = inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        media.sort_unstable();
+        media.dedup();
+        Ok(DumpInfo {
+            schema_version: self.schema_version()?,
+            id_floor,
+            trees: counts,
+            media,
+            size: bytes,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+fn read_exact(r: &mut impl Read, n: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            StoreError::Corrupt("the dump ends early".into())
+        } else {
+            io_err(e)
+        }
+    })?;
+    Ok(buf)
+}
+
+fn read_byte(r: &mut impl Read) -> Result<u8> {
+    Ok(read_exact(r, 1)?[0])
+}
+
+fn read_len(r: &mut impl Read) -> Result<usize> {
+    let b = read_exact(r, 4)?;
+    let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    if n > MAX_ITEM {
+        return Err(StoreError::Corrupt(format!(
+            "an item of {n} bytes in the dump"
+        )));
+    }
+    Ok(n)
+}
+
+/// Whether a folder already holds a sled database.
+pub fn holds_database(path: &Path) -> bool {
+    path.join("db").exists() || path.join("conf").exists()
+}
+
+/// Loads a dump into a new database at `path` (which must not hold one), records `id_floor` as
+/// its id base, flushes, and returns every tree's entry count. The schema is not migrated here:
+/// the next [`Store::open`] does that, as for any older database. A dump of a newer schema than
+/// this build knows is refused.
+pub fn restore_dump(
+    path: &Path,
+    input: impl Read,
+    schema_version: u64,
+    id_floor: u64,
+) -> Result<Vec<TreeCount>> {
+    if schema_version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: schema_version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if holds_database(path) {
+        return Err(StoreError::Conflict(format!(
+            "{} already holds a database",
+            path.display()
+        )));
+    }
+    let mut r = BufReader::with_capacity(256 * 1024, input);
+    if read_exact(&mut r, DUMP_MAGIC.len())? != DUMP_MAGIC {
+        return Err(StoreError::Corrupt("not a Lianxin dump".into()));
+    }
+    std::fs::create_dir_all(path).map_err(io_err)?;
+    let db = sled::Config::new().path(path).open()?;
+    let mut counts = Vec::new();
+    loop {
+        match read_byte(&mut r)? {
+            b'.' => break,
+            b'T' => {}
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unexpected byte {other:#x} between trees"
+                )));
+            }
+        }
+        let n = read_exact(&mut r, 2)?;
+        let name = read_exact(&mut r, usize::from(u16::from_be_bytes([n[0], n[1]])))?;
+        let name = String::from_utf8(name)
+            .map_err(|_| StoreError::Corrupt("a tree name is not UTF-8".into()))?;
+        let tree = db.open_tree(&name)?;
+        let mut batch = sled::Batch::default();
+        let mut pending = 0usize;
+        let mut entries = 0u64;
+        loop {
+            match read_byte(&mut r)? {
+                b'Z' => break,
+                b'E' => {}
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unexpected byte {other:#x} in tree {name}"
+                    )));
+                }
+            }
+            let klen = read_len(&mut r)?;
+            let k = read_exact(&mut r, klen)?;
+            let vlen = read_len(&mut r)?;
+            let v = read_exact(&mut r, vlen)?;
+            batch.insert(k, v);
+            pending += 1;
+            entries += 1;
+            if pending == RESTORE_BATCH {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        if pending > 0 {
+            tree.apply_batch(batch)?;
+        }
+        counts.push(TreeCount { name, entries });
+    }
+    let meta = db.open_tree("meta")?;
+    meta.insert(trees::META_ID_BASE, &id_floor.to_be_bytes()[..])?;
+    db.flush()?;
+    Ok(counts)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dump_restores_every_tree_and_ids_stay_above_it() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(src.path())).unwrap();
+        store.meta_set("greeting", "你好".as_bytes()).unwrap();
+        let ids: Vec<u64> = (0..5).map(|_| store.next_id().unwrap()).collect();
+        let file = src.path().join("db.lxdump");
+        let info = store.dump_consistent(file.clone()).await.unwrap();
+        assert_eq!(info.schema_version, SCHEMA_VERSION);
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(info.size, bytes.len() as u64);
+        assert_eq!(info.sha256, hex::encode(Sha256::digest(&bytes)));
+        let target = dst.path().join("data");
+        let counts = restore_dump(&target, &bytes[..], info.schema_version, info.id_floor).unwrap();
+        assert_eq!(counts, info.trees);
+        let restored = Store::open(&StoreConfig::new(&target)).unwrap();
+        assert_eq!(
+            restored.meta_get("greeting").unwrap().as_deref(),
+            Some("你好".as_bytes())
+        );
+        assert!(restored.next_id().unwrap() > *ids.iter().max().unwrap());
+        // A second restore into the same folder is refused.
+        drop(restored);
+        let again = restore_dump(&target, &bytes[..], info.schema_version, info.id_floor);
+        assert!(matches!(again, Err(StoreError::Conflict(_))));
+    }
+
+    #[test]
+    fn a_damaged_dump_is_refused() {
+        let dst = tempfile::tempdir().unwrap();
+        let err = restore_dump(&dst.path().join("a"), &b"LXDUMP1\nT\x00"[..], 3, 0).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        let err = restore_dump(&dst.path().join("b"), &b"garbage!"[..], 3, 0).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        let err = restore_dump(&dst.path().join("c"), &b""[..], 99, 0).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    }
+}

@@ -416,8 +416,23 @@ export function renderTimeline(box, { conn, store, outbox, petitionId, me }) {
       i.voice ? el('div', { class: 'text' }, icon('mic'), ` ${t('voice')}`) : null,
       el('div', { class: 'meta' }, t(i.state === 'waiting' ? 'waitingNetwork' : i.state === 'failed' ? 'failed' : 'sending'))));
   box.replaceChildren(...nodes, ...pending);
-  if (atBottom || !box.dataset.shown) box.scrollTop = box.scrollHeight;
+  const stick = atBottom || box.dataset.shown !== petitionId;
+  if (stick) box.scrollTop = box.scrollHeight;
   box.dataset.shown = petitionId;
+  // Photos take their height when they load: while the view sits at the bottom, a photo loading
+  // must not push the newest messages out of view.
+  box.stick = stick;
+  if (!box.watched) {
+    box.watched = true;
+    box.addEventListener('scroll', () => {
+      box.stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    });
+  }
+  for (const img of box.querySelectorAll('img.thumb')) {
+    img.addEventListener('load', () => {
+      if (box.stick) box.scrollTop = box.scrollHeight;
+    }, { once: true });
+  }
 }
 
 /** Tells the others this account read the petition (only while the page is in view). */

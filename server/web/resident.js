@@ -236,11 +236,12 @@ function renderConversation() {
   chip.className = `state-chip ${p.state}`;
   const assignee = (state.grid?.workers || []).find((w) => w.id === p.assigneeId);
   $('conv-who').textContent = `${t(p.category)}${assignee ? ` · @${assignee.displayName}` : ''}`;
-  renderTimeline($('timeline'), { conn, store, outbox, petitionId: id, me: state.account.id });
   $('withdraw').hidden = !OPEN_STATES.includes(p.state);
   $('rate-box').hidden = p.state !== 'PETITION_STATE_RESOLVED';
   $('reopen-box').hidden = p.state !== 'PETITION_STATE_CLOSED';
   $('conv-composer').hidden = !(OPEN_STATES.includes(p.state) || p.state === 'PETITION_STATE_RESOLVED');
+  // The timeline last, once the boxes around it took their place (it scrolls to its end).
+  renderTimeline($('timeline'), { conn, store, outbox, petitionId: id, me: state.account.id });
   markRead(conn, store, id, state.account.id);
 }
 

@@ -334,7 +334,7 @@ function fillTransferTargets() {
   const select = document.querySelector('#transfer-dialog select[name=worker]');
   const others = (state.grid?.workers || []).filter((w) => w.id !== state.account?.id);
   select.replaceChildren(
-    el('option', { value: '0' }, t('none')),
+    el('option', { value: '0' }, t('pickColleague')),
     ...others.map((w) => el('option', { value: w.id }, `${w.displayName}（${w.onDuty ? t('onDuty') : t('offDuty')}）`)),
   );
 }

@@ -419,14 +419,19 @@ export function renderTimeline(box, { conn, store, outbox, petitionId, me }) {
   const stick = atBottom || box.dataset.shown !== petitionId;
   if (stick) box.scrollTop = box.scrollHeight;
   box.dataset.shown = petitionId;
-  // Photos take their height when they load: while the view sits at the bottom, a photo loading
-  // must not push the newest messages out of view.
+  // While the view sits at the bottom it stays there: when photos take their height as they load,
+  // and when the box changes size (a phone's keyboard opening, the window turned or resized).
   box.stick = stick;
   if (!box.watched) {
     box.watched = true;
     box.addEventListener('scroll', () => {
       box.stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
     });
+    if ('ResizeObserver' in window) {
+      new ResizeObserver(() => {
+        if (box.stick) box.scrollTop = box.scrollHeight;
+      }).observe(box);
+    }
   }
   for (const img of box.querySelectorAll('img.thumb')) {
     img.addEventListener('load', () => {

@@ -391,7 +391,8 @@ function showPhoto(conn, id) {
  */
 export function renderTimeline(box, { conn, store, outbox, petitionId, me }) {
   const readUpTo = store.readByOthers(petitionId, me);
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  // At the bottom as the reader left it (boxes around the timeline may have just changed its size).
+  const atBottom = box.watched ? box.stick : box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   const nodes = store.timeline(petitionId).map((e) => {
     if (e.transition || e.supervision) {
       const who = e.supervision ? t('system') : e.authorName;

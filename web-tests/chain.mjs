@@ -3,7 +3,10 @@
 // /worker shows a live alert and answers (text and a voice clip recorded from Chromium's fake
 // microphone), the resident sees the answer and the read receipt, the worker resolves, the
 // resident rates; the board (a supervisor signed in at /, sent on to /board) moves beside them.
-// Connections are cut on both sides while the other side writes: each message arrives exactly once.
+// Connections are cut on both sides while the other side writes: each message arrives exactly once;
+// a photo chosen offline is sent by the next page after its own page was closed. Then the
+// resident reopens and withdraws the petition, and a second one is transferred to a worker of the
+// next grid, whose app (a fourth context) alerts live while the first worker's inbox loses it.
 // Screenshots of the resident's and the worker's pages at phone (360x740) and desktop (1280x800)
 // widths go to the screenshot folder.
 // Protocol with the Rust test, one line each: `STEP <name>` → `GO <name> <args…>`; `DONE` or `FAIL <why>`.
@@ -143,13 +146,12 @@ try {
   const residentContext = await context({ permissions: ['microphone'] });
   const workerContext = await context({ permissions: ['microphone', 'notifications'] });
   const supervisorContext = await context();
-  const resident = await residentContext.newPage();
+  let resident = await residentContext.newPage();
   const worker = await workerContext.newPage();
   const board = await supervisorContext.newPage();
   pages.push(resident, worker, board);
-  for (const [name, page] of [['resident', resident], ['worker', worker], ['board', board]]) {
-    page.on('pageerror', (e) => console.log(`# ${name} page error: ${e.message}`));
-  }
+  const watch = (name, page) => page.on('pageerror', (e) => console.log(`# ${name} page error: ${e.message}`));
+  for (const [name, page] of [['resident', resident], ['worker', worker], ['board', board]]) watch(name, page);
 
   // The supervisor signs in at the resident's page and is sent on to the board.
   at('The supervisor signs in at the resident\'s page and is sent ');
@@ -268,6 +270,32 @@ try {
   await expectCount(worker, '门口那盏也不亮。', 1, 'the message sent while the worker was away');
   await expectCount(resident, '门口那盏也不亮。', 1, "the resident's message on the resident's page");
   if (!(await worker.evaluate(() => window.__noReload === true))) throw new Error("the worker's page reloaded");
+
+  // A photo chosen while offline outlives its page: closed before the network came back, the
+  // resident's next page (same browser) sends it, once.
+  at('an offline photo survives closing the page');
+  await residentContext.setOffline(true);
+  await resident.evaluate(() => window.lianxinResident.conn.drop());
+  await resident.locator('[data-testid=status][data-state=offline]').waitFor({ timeout: TIMEOUT });
+  await resident.locator('#conv-composer [data-testid=text]').fill('门口这盏的照片');
+  await resident.locator('#conv-composer [data-testid=gallery]').setInputFiles({
+    name: 'door.png', mimeType: 'image/png', buffer: png(80, 60),
+  });
+  await resident.locator('#conv-composer [data-testid=previews] img').waitFor({ timeout: TIMEOUT });
+  await resident.locator('#conv-composer [data-testid=send]').click();
+  await expectText(resident.locator('[data-testid=pending]'), '等待网络', 'the photo waiting for the network');
+  await resident.evaluate(() => window.lianxinResident.outbox.saved());
+  await resident.close();
+  await residentContext.setOffline(false);
+  resident = await residentContext.newPage();
+  pages[0] = resident;
+  watch('resident', resident);
+  await resident.goto(`${base}/#/p/${petition}`);
+  await expectCount(worker, '门口这盏的照片', 1, "the offline photo's message on the worker's page");
+  await worker.locator('[data-testid=timeline] [data-testid=message]', { hasText: '门口这盏的照片' })
+    .locator('img.thumb[src^="blob:"]').waitFor({ timeout: TIMEOUT });
+  await expectCount(resident, '门口这盏的照片', 1, "the offline photo's message on the resident's new page");
+  if (await resident.locator('[data-testid=pending]').count()) throw new Error('a pending message stayed after sending');
   await shoot(worker, 'worker');
 
   // The matter needs the community: the worker escalates it; the resident sees it.
@@ -303,6 +331,83 @@ try {
   await expectText(board.locator('[data-testid=kpi-open] .fig'), '0', 'board open figure');
   await board.screenshot({ path: join(shots, 'board-chain-desktop.png'), fullPage: true });
 
+  // Not settled after all: the resident reopens it, and it is back in the worker's inbox.
+  at('reopen');
+  await resident.locator('#reopen-reason').fill('另一头的路灯又不亮了');
+  await resident.locator('#reopen').click();
+  await expectText(resident.locator('[data-testid=conv-state]'), '待响应', 'state after reopening');
+  await expectText(worker.locator('[data-testid=inbox-item]'), '路灯不亮', "the reopened petition in the worker's inbox");
+  await expectText(worker.locator('[data-testid=timeline] .line'), '另一头的路灯又不亮了', "the reopening on the worker's page");
+
+  // The resident withdraws it: a cancelled confirmation changes nothing; a confirmed one, with a
+  // reason, ends it on both pages and empties the worker's inbox.
+  at('withdraw');
+  await resident.locator('[data-testid=withdraw]').click();
+  await resident.locator('[data-testid=withdraw-dialog] button[value=cancel]').click();
+  await resident.waitForTimeout(300);
+  await expectText(resident.locator('[data-testid=conv-state]'), '待响应', 'state after a cancelled withdrawal');
+  await resident.locator('[data-testid=withdraw]').click();
+  await resident.locator('[data-testid=withdraw-dialog] textarea[name=reason]').fill('物业已经修好了');
+  await shoot(resident, 'resident-withdraw');
+  await resident.locator('[data-testid=withdraw-dialog] button[value=ok]').click();
+  await expectText(resident.locator('[data-testid=conv-state]'), '已撤回', 'state after withdrawing');
+  await expectText(resident.locator('[data-testid=timeline] .line'), '物业已经修好了', 'the withdrawal reason');
+  if (!(await resident.locator('[data-testid=withdraw]').isHidden())) throw new Error('withdraw still offered');
+  if (!(await resident.locator('#conv-composer').isHidden())) throw new Error('composer still offered');
+  await expectText(worker.locator('[data-testid=conv-state]'), '已撤回', "the worker's state after the withdrawal");
+  await expectText(worker.locator('[data-testid=timeline] .line'), '物业已经修好了', "the withdrawal on the worker's page");
+  await expectText(worker.locator('[data-testid=inbox]'), '没有待办诉求', 'the inbox after the withdrawal');
+
+  // A second petition belongs to the next grid: the worker transfers it to a worker there (found
+  // by an address), whose app (another browser context) alerts live; it leaves the first inbox.
+  at('transfer');
+  const worker2Context = await context({ permissions: ['notifications'] });
+  const worker2 = await worker2Context.newPage();
+  pages.push(worker2);
+  watch('worker2', worker2);
+  await signIn(worker2, '/worker', 'worker-01-2a');
+  await worker2.locator('#app:not([hidden])').waitFor({ timeout: TIMEOUT });
+  await expectText(worker2.locator('[data-testid=inbox]'), '没有待办诉求', "the second grid's empty inbox");
+  await resident.locator('[data-testid=conversation] [data-back]').click();
+  await resident.locator('[data-testid=worker]', { hasText: '网格员1' }).locator('a.at').click();
+  await resident.locator('[data-testid=new]').waitFor({ state: 'visible', timeout: TIMEOUT });
+  await resident.locator('[data-testid=title]').fill('楼道堆放杂物');
+  await resident.locator('[data-testid=new] [data-testid=text]').fill('12号三楼楼道堆满了纸箱，怕着火。');
+  await resident.locator('[data-testid=submit]').click();
+  await resident.waitForURL(/#\/p\/\d+$/, { timeout: TIMEOUT });
+  const second = resident.url().match(/#\/p\/(\d+)$/)[1];
+  if (second === petition) throw new Error('the second petition has the first one\'s id');
+  await expectText(alert, '楼道堆放杂物', 'the alert of the second petition');
+  await worker.locator(`[data-testid=inbox-item][data-petition-id="${second}"] a`).click();
+  await expectText(worker.locator('#conv-title'), '楼道堆放杂物', 'the second petition open');
+  await worker.locator('[data-testid=transfer]').click();
+  await worker.locator('[data-testid=transfer-address]').fill('条心路12号');
+  await worker.locator('[data-testid=transfer-look-up]').click();
+  const other = worker.locator('[data-testid=transfer-other]');
+  await other.waitFor({ state: 'visible', timeout: TIMEOUT });
+  await expectText(worker.locator('#transfer-grid'), '第2网格', 'the grid of the address');
+  const toWorker = await other.locator('option', { hasText: '2网格员1' }).getAttribute('value');
+  await other.selectOption(toWorker);
+  await worker.locator('[data-testid=transfer-dialog] textarea[name=reason]').fill('12号属于第2网格');
+  await shoot(worker, 'worker-transfer');
+  await worker.locator('[data-testid=transfer-dialog] button[value=ok]').click();
+  const alert2 = worker2.locator('[data-testid=alert]');
+  await expectText(alert2, '转来的诉求', "the transferred-in alert on the second grid's app");
+  await expectText(alert2, '楼道堆放杂物', 'the transferred-in alert names the petition');
+  await expectText(worker2.locator('[data-testid=badge]'), '1', "the second grid's badge");
+  await expectText(worker2.locator('[data-testid=inbox-item]'), '楼道堆放杂物', "the second grid's inbox");
+  await expectText(alert, '诉求已转出', "the first worker's transferred-out alert");
+  await expectText(worker.locator('[data-testid=inbox]'), '没有待办诉求', "the first worker's inbox after the transfer");
+  if (!(await worker.locator('#conv').isHidden())) throw new Error('the transferred petition stayed open on the first worker');
+  await expectText(resident.locator('[data-testid=conv-state]'), '已转办', "the resident's state after the transfer");
+  await worker2.locator(`[data-testid=inbox-item][data-petition-id="${second}"] a`).click();
+  await worker2.locator('#conv-composer [data-testid=text]').fill('我是第2网格的，马上来看。');
+  await worker2.locator('#conv-composer [data-testid=send]').click();
+  await expectCount(resident, '我是第2网格的，马上来看。', 1, "the second grid's answer on the resident's page");
+  await expectText(resident.locator('[data-testid=conv-state]'), '处理中', 'state after the second grid answered');
+  await resident.goto(`${base}/#/p/${petition}`);
+  await resident.locator('[data-testid=conversation]').waitFor({ state: 'visible', timeout: TIMEOUT });
+
 
   // The worker goes off duty; the resident's list of whom to @ says so.
   at('off duty');
@@ -317,7 +422,7 @@ try {
   at('English, with one click.');
   await resident.locator('[data-testid=lang]').click();
   await expectText(resident.locator('h1'), 'Got a problem?', 'English title');
-  await expectText(resident.locator('[data-testid=conv-state]'), 'Closed', 'English state');
+  await expectText(resident.locator('[data-testid=conv-state]'), 'Withdrawn', 'English state');
   await resident.screenshot({ path: join(shots, 'resident-desktop-en.png') });
   await resident.locator('[data-testid=lang]').click();
   await expectText(resident.locator('h1'), '有事@我', 'Chinese title again');

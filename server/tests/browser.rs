@@ -6,8 +6,11 @@
 //!   connection, switches to English.
 //! - `chain.mjs`: the five-step chain with three browser contexts (resident at `/`, worker at
 //!   `/worker`, a supervisor sent on to `/board`): a petition with a photo, a live alert, answers by
-//!   text and voice, read receipts, connections cut on both sides with nothing lost or doubled,
-//!   resolution, rating, the board moving beside them.
+//!   text and voice, read receipts, connections cut on both sides with nothing lost or doubled, a
+//!   photo chosen offline sent by the resident's next page after the first was closed (IndexedDB),
+//!   escalation, resolution, rating, the board moving beside them; then reopening, withdrawal (a
+//!   cancelled and a confirmed one), and a second petition transferred to another grid's worker,
+//!   whose app in a fourth context alerts live while it leaves the first worker's inbox.
 //!
 //! Both photograph the pages at desktop and phone widths (into `target/screenshots/`).
 //!
@@ -178,6 +181,8 @@ async fn the_five_step_chain_in_three_browser_contexts() {
         "worker-desktop.png",
         "worker-inbox-phone.png",
         "board-chain-desktop.png",
+        "resident-withdraw-phone.png",
+        "worker-transfer-phone.png",
     ]);
     server.stop().await;
 }

@@ -158,9 +158,50 @@ export class Store {
 
 // ------------------------------------------------------------------ the outbox
 
+const OUTBOX_DB = 'lianxin-outbox';
+const OUTBOX_STORE = 'items';
+
+/** The outbox's IndexedDB database (null where the browser has none, e.g. some private modes). */
+function openOutboxDb() {
+  return new Promise((resolve) => {
+    let request;
+    try {
+      request = indexedDB.open(OUTBOX_DB, 1);
+    } catch {
+      resolve(null);
+      return;
+    }
+    request.onupgradeneeded = () => request.result.createObjectStore(OUTBOX_STORE, { keyPath: 'clientMsgId' });
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => resolve(null);
+    request.onblocked = () => resolve(null);
+  });
+}
+
+/** Runs one request on the outbox store; resolves with its result (undefined on failure). */
+function outboxStore(db, mode, use) {
+  return new Promise((resolve) => {
+    if (!db) {
+      resolve(undefined);
+      return;
+    }
+    try {
+      const tx = db.transaction(OUTBOX_STORE, mode);
+      const request = use(tx.objectStore(OUTBOX_STORE));
+      tx.oncomplete = () => resolve(request?.result);
+      tx.onerror = () => resolve(undefined);
+      tx.onabort = () => resolve(undefined);
+    } catch {
+      resolve(undefined);
+    }
+  });
+}
+
 /**
  * Messages on their way: each has a clientMsgId, so sending it again after a lost connection
  * stores it once. Photos and voice are uploaded first (POST /media), then the message is sent.
+ * Until the server has it, a message (with its photos and voice) is also kept in IndexedDB, so a
+ * page reloaded or closed while offline sends it on its next sign-in (`restore`).
  */
 export class Outbox {
   constructor(conn, onChange) {
@@ -168,11 +209,62 @@ export class Outbox {
     this.onChange = onChange;
     this.items = [];
     this.busy = false;
+    this.db = null;
+    this.saving = Promise.resolve(); // the IndexedDB writes, in order
+  }
+
+  /** Queues a write to IndexedDB after the ones before it. */
+  save(use) {
+    this.saving = this.saving.then(async () => {
+      this.db ??= openOutboxDb();
+      await outboxStore(await this.db, 'readwrite', use);
+    });
+    return this.saving;
+  }
+
+  /** Keeps an item until it is sent (what is kept: no state of this page). */
+  keep(item) {
+    const { clientMsgId, accountId, petitionId, text, photos, voice, mediaIds, createdAtMs } = item;
+    return this.save((s) => s.put({ clientMsgId, accountId, petitionId, text, photos, voice, mediaIds, createdAtMs }));
+  }
+
+  /** Forgets a kept item (sent, or refused by the server). */
+  forget(item) {
+    return this.save((s) => s.delete(item.clientMsgId));
+  }
+
+  /** Resolves once everything queued is written to IndexedDB. */
+  saved() {
+    return this.saving;
+  }
+
+  /** Takes back the messages this account left unsent on this device (before a reload). */
+  async restore(accountId) {
+    await this.saving;
+    this.db ??= openOutboxDb();
+    const kept = (await outboxStore(await this.db, 'readonly', (s) => s.getAll())) || [];
+    const known = new Set(this.items.map((i) => i.clientMsgId));
+    const mine = kept.filter((k) => k.accountId === accountId && !known.has(k.clientMsgId));
+    mine.sort((a, b) => a.createdAtMs - b.createdAtMs);
+    for (const k of mine) this.items.push({ ...k, photos: k.photos || [], voice: k.voice || null, state: 'waiting' });
+    if (mine.length) this.onChange();
   }
 
   /** Queues a message (text, photos: Blob[], or one voice Blob) and tries to send it. */
   send(petitionId, text, photos = [], voice = null) {
-    this.items.push({ clientMsgId: newClientId('m'), petitionId, text, photos, voice, mediaIds: null, state: 'sending' });
+    const item = {
+      clientMsgId: newClientId('m'),
+      accountId: this.conn.account?.id || '',
+      petitionId,
+      text,
+      photos,
+      voice,
+      mediaIds: null,
+      createdAtMs: Date.now(),
+      state: 'sending',
+    };
+    this.items.push(item);
+    this.keep(item);
     this.onChange();
     this.flush();
   }
@@ -186,16 +278,28 @@ export class Outbox {
         item.state = 'sending';
         this.onChange();
         try {
-          if (!item.mediaIds) {
-            const blobs = item.voice ? [item.voice] : item.photos;
-            const ids = [];
-            for (const b of blobs) ids.push((await this.conn.upload(b)).id);
-            item.mediaIds = ids;
+          for (let attempt = 1; ; attempt++) {
+            if (!item.mediaIds) {
+              const blobs = item.voice ? [item.voice] : item.photos;
+              const ids = [];
+              for (const b of blobs) ids.push((await this.conn.upload(b)).id);
+              item.mediaIds = ids;
+              if (ids.length) this.keep(item); // a reload sends without uploading again
+            }
+            try {
+              await this.conn.request({
+                sendMessage: { petitionId: item.petitionId, text: item.text, clientMsgId: item.clientMsgId, mediaIds: item.mediaIds },
+              });
+              break;
+            } catch (e) {
+              // Uploads no message used are collected after a day: an outbox kept that long
+              // uploads its photos again.
+              if (attempt > 1 || e.code !== 'ERROR_CODE_NOT_FOUND' || !item.mediaIds.length) throw e;
+              item.mediaIds = null;
+            }
           }
-          await this.conn.request({
-            sendMessage: { petitionId: item.petitionId, text: item.text, clientMsgId: item.clientMsgId, mediaIds: item.mediaIds },
-          });
           item.acked = true;
+          this.forget(item);
         } catch (e) {
           if (e instanceof ServerError && (e.code === 'DISCONNECTED' || e.code === 'ERROR_CODE_UNAVAILABLE')) {
             item.state = 'waiting';
@@ -203,6 +307,7 @@ export class Outbox {
           }
           item.state = 'failed';
           item.error = e.message;
+          this.forget(item);
         }
       }
     } finally {
@@ -286,7 +391,8 @@ function showPhoto(conn, id) {
  */
 export function renderTimeline(box, { conn, store, outbox, petitionId, me }) {
   const readUpTo = store.readByOthers(petitionId, me);
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  // At the bottom as the reader left it (boxes around the timeline may have just changed its size).
+  const atBottom = box.watched ? box.stick : box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   const nodes = store.timeline(petitionId).map((e) => {
     if (e.transition || e.supervision) {
       const who = e.supervision ? t('system') : e.authorName;
@@ -311,8 +417,28 @@ export function renderTimeline(box, { conn, store, outbox, petitionId, me }) {
       i.voice ? el('div', { class: 'text' }, icon('mic'), ` ${t('voice')}`) : null,
       el('div', { class: 'meta' }, t(i.state === 'waiting' ? 'waitingNetwork' : i.state === 'failed' ? 'failed' : 'sending'))));
   box.replaceChildren(...nodes, ...pending);
-  if (atBottom || !box.dataset.shown) box.scrollTop = box.scrollHeight;
+  const stick = atBottom || box.dataset.shown !== petitionId;
+  if (stick) box.scrollTop = box.scrollHeight;
   box.dataset.shown = petitionId;
+  // While the view sits at the bottom it stays there: when photos take their height as they load,
+  // and when the box changes size (a phone's keyboard opening, the window turned or resized).
+  box.stick = stick;
+  if (!box.watched) {
+    box.watched = true;
+    box.addEventListener('scroll', () => {
+      box.stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    });
+    if ('ResizeObserver' in window) {
+      new ResizeObserver(() => {
+        if (box.stick) box.scrollTop = box.scrollHeight;
+      }).observe(box);
+    }
+  }
+  for (const img of box.querySelectorAll('img.thumb')) {
+    img.addEventListener('load', () => {
+      if (box.stick) box.scrollTop = box.scrollHeight;
+    }, { once: true });
+  }
 }
 
 /** Tells the others this account read the petition (only while the page is in view). */

@@ -27,6 +27,7 @@ const conn = frame({
       await loadHome();
       await conn.subscribe();
       if (state.open) await openPetition(state.open, again);
+      await outbox.restore(account.id);
       outbox.flush();
       if (!again) route();
     },
@@ -110,8 +111,8 @@ function renderHome() {
           el('span', { class: 'avatar', 'aria-hidden': 'true' }, (w.displayName || '?').slice(-2)),
           el('span', { class: 'who' },
             el('strong', {}, w.displayName),
-            w.role === 'ROLE_GRID_HEAD' ? el('span', { class: 'muted' }, ` · ${t('gridHead')}`) : null,
             el('br'),
+            w.role === 'ROLE_GRID_HEAD' ? el('span', { class: 'muted small' }, `${t('gridHead')} · `) : null,
             el('span', { class: `duty ${w.onDuty ? 'on' : 'off'}` }, w.onDuty ? t('onDuty') : t('offDuty')),
             w.online ? el('span', { class: 'online' }, ` · ${t('connectedNow')}`) : null),
           el('a', { class: 'at', href: `#/new?worker=${w.id}`, 'aria-label': `@${w.displayName}` }, '@')))),
@@ -235,10 +236,12 @@ function renderConversation() {
   chip.className = `state-chip ${p.state}`;
   const assignee = (state.grid?.workers || []).find((w) => w.id === p.assigneeId);
   $('conv-who').textContent = `${t(p.category)}${assignee ? ` · @${assignee.displayName}` : ''}`;
-  renderTimeline($('timeline'), { conn, store, outbox, petitionId: id, me: state.account.id });
+  $('withdraw').hidden = !OPEN_STATES.includes(p.state);
   $('rate-box').hidden = p.state !== 'PETITION_STATE_RESOLVED';
   $('reopen-box').hidden = p.state !== 'PETITION_STATE_CLOSED';
   $('conv-composer').hidden = !(OPEN_STATES.includes(p.state) || p.state === 'PETITION_STATE_RESOLVED');
+  // The timeline last, once the boxes around it took their place (it scrolls to its end).
+  renderTimeline($('timeline'), { conn, store, outbox, petitionId: id, me: state.account.id });
   markRead(conn, store, id, state.account.id);
 }
 
@@ -265,6 +268,29 @@ async function reopen() {
     const r = await conn.request({ reopen: { petitionId: state.open, reason } });
     store.upsert(r.petition.petition);
     $('reopen-reason').value = '';
+    toast(t('reopened'), 'good');
+    renderConversation();
+  } catch (e) {
+    toast(e.code === 'DISCONNECTED' ? t('notConnected') : e.message, 'bad');
+  }
+}
+
+/** Withdraws the open petition, once the resident confirmed it (with an optional reason). */
+async function withdraw() {
+  const dialog = $('withdraw-dialog');
+  const form = dialog.querySelector('form');
+  form.reset();
+  dialog.returnValue = '';
+  dialog.showModal();
+  const confirmed = await new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+  });
+  if (!confirmed) return;
+  const reason = String(new FormData(form).get('reason') || '').trim();
+  try {
+    const r = await conn.request({ withdraw: { petitionId: state.open, reason } });
+    store.upsert(r.petition.petition);
+    toast(t('withdrawn'), 'good');
     renderConversation();
   } catch (e) {
     toast(e.code === 'DISCONNECTED' ? t('notConnected') : e.message, 'bad');
@@ -342,6 +368,7 @@ window.addEventListener('DOMContentLoaded', async () => {
   for (const b of document.querySelectorAll('[data-back]')) b.addEventListener('click', () => { location.hash = '#/'; });
   for (const b of document.querySelectorAll('[data-level]')) b.addEventListener('click', () => rate(b.dataset.level));
   $('reopen').addEventListener('click', reopen);
+  $('withdraw').addEventListener('click', withdraw);
   $('look-up').addEventListener('click', lookUp);
   $('register').addEventListener('submit', register);
   window.addEventListener('hashchange', route);

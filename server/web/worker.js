@@ -29,6 +29,7 @@ const conn = frame({
       await load();
       await conn.subscribe();
       if (state.open) await openPetition(state.open, true);
+      await outbox.restore(account.id);
       outbox.flush();
       if (!again) route();
       renderInbox();
@@ -302,17 +303,19 @@ function renderConversation() {
   const due = OPEN_STATES.includes(p.state) ? dueText(p) : { text: p.resolution ? `${t('resolvedWith')}${t('colon')}${p.resolution}` : '', overdue: false };
   $('conv-due').textContent = due.text;
   $('conv-due').classList.toggle('late', due.overdue);
-  const open = OPEN_STATES.includes(p.state);
+  // Handled here while it is mine or in my grid (a petition transferred to another grid is not).
+  const mine = p.assigneeId === state.account.id || (state.grid && p.gridId === state.grid.grid.id);
+  const open = OPEN_STATES.includes(p.state) && mine;
   $('do-resolve').disabled = !['PETITION_STATE_RESPONDED', 'PETITION_STATE_ESCALATED'].includes(p.state);
   $('do-transfer').disabled = !open;
   $('do-escalate').disabled = !open || p.state === 'PETITION_STATE_ESCALATED';
   $('actions').hidden = !open;
-  $('conv-composer').hidden = !(open || p.state === 'PETITION_STATE_RESOLVED');
+  $('conv-composer').hidden = !(open || (mine && p.state === 'PETITION_STATE_RESOLVED'));
   renderTimeline($('timeline'), { conn, store, outbox, petitionId: id, me: state.account.id });
   markRead(conn, store, id, state.account.id);
 }
 
-/** Runs an action on the open petition; the petition in the reply replaces ours. */
+/** Runs an action on the open petition; the petition in the reply replaces ours. True if done. */
 async function act(request) {
   try {
     const r = await conn.request(request);
@@ -320,8 +323,10 @@ async function act(request) {
     placeInInbox(state.open);
     renderConversation();
     renderInbox();
+    return true;
   } catch (e) {
     toast(e.code === 'DISCONNECTED' ? t('notConnected') : e.message, 'bad');
+    return false;
   }
 }
 
@@ -329,7 +334,7 @@ function fillTransferTargets() {
   const select = document.querySelector('#transfer-dialog select[name=worker]');
   const others = (state.grid?.workers || []).filter((w) => w.id !== state.account?.id);
   select.replaceChildren(
-    el('option', { value: '0' }, t('none')),
+    el('option', { value: '0' }, t('pickColleague')),
     ...others.map((w) => el('option', { value: w.id }, `${w.displayName}（${w.onDuty ? t('onDuty') : t('offDuty')}）`)),
   );
 }
@@ -339,6 +344,7 @@ function ask(dialogId) {
   const dialog = $(dialogId);
   const form = dialog.querySelector('form');
   form.reset();
+  dialog.returnValue = ''; // closed with Escape: not the last confirmation again
   dialog.showModal();
   return new Promise((resolve) => {
     dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok' ? new FormData(form) : null), { once: true });
@@ -351,17 +357,56 @@ async function resolvePetition() {
   if (f && summary) await act({ resolve: { petitionId: state.open, summary } });
 }
 
+/** Finds the grid of an address typed in the transfer dialog; offers its workers. */
+async function lookUpTransferGrid() {
+  const address = String(document.querySelector('#transfer-dialog input[name=address]').value || '').trim();
+  const other = $('transfer-other');
+  other.hidden = true;
+  other.replaceChildren();
+  $('transfer-grid').textContent = '';
+  if (!address) return;
+  try {
+    const g = (await conn.request({ lookupAddress: { address } })).grid;
+    if (g.grid.id === state.grid?.grid?.id) {
+      $('transfer-grid').textContent = t('ownGrid');
+      return;
+    }
+    $('transfer-grid').textContent = `${g.grid.name.startsWith(g.community?.name || '\u0000') ? '' : `${g.community?.name || ''} `}${g.grid.name}`;
+    other.replaceChildren(
+      el('option', { value: `grid:${g.grid.id}` }, t('gridPicks')),
+      ...(g.workers || []).map((w) => el('option', { value: `worker:${w.id}` }, `${w.displayName}（${w.onDuty ? t('onDuty') : t('offDuty')}）`)),
+    );
+    other.hidden = false;
+  } catch (e) {
+    $('transfer-grid').textContent = e.code === 'ERROR_CODE_NOT_FOUND' ? t('noGrid') : e.code === 'DISCONNECTED' ? t('notConnected') : e.message;
+  }
+}
+
 async function transferPetition() {
+  $('transfer-grid').textContent = '';
+  $('transfer-other').hidden = true;
+  $('transfer-other').replaceChildren();
   const f = await ask('transfer-dialog');
   if (!f) return;
-  const toWorkerId = String(f.get('worker') || '0');
-  const toGridId = String(f.get('grid') || '').trim() || '0';
+  let toWorkerId = String(f.get('worker') || '0');
+  let toGridId = '0';
+  const other = $('transfer-other').hidden ? '' : String(f.get('other') || '');
+  if (toWorkerId === '0' && other) {
+    const [kind, id] = other.split(':');
+    if (kind === 'grid') toGridId = id;
+    else toWorkerId = id;
+  }
   const reason = String(f.get('reason') || '').trim();
-  if (!reason || (toWorkerId === '0') === (toGridId === '0')) {
-    toast(t('reason'), 'bad');
+  if (!reason || (toWorkerId === '0' && toGridId === '0')) {
+    toast(t('chooseTarget'), 'bad');
     return;
   }
-  await act({ transfer: { petitionId: state.open, toWorkerId, toGridId, reason } });
+  const petitionId = state.open;
+  if (await act({ transfer: { petitionId, toWorkerId, toGridId, reason } })) {
+    // Handed on: it is not mine to handle any more; back to the inbox.
+    toast(`${t('transferredAway')}${t('colon')}${store.petitions.get(petitionId)?.title || `#${petitionId}`}`, 'good');
+    if (state.open === petitionId) location.hash = '';
+  }
 }
 
 async function escalatePetition() {
@@ -400,6 +445,14 @@ window.addEventListener('DOMContentLoaded', async () => {
   $('do-resolve').addEventListener('click', resolvePetition);
   $('do-transfer').addEventListener('click', transferPetition);
   $('do-escalate').addEventListener('click', escalatePetition);
+  $('transfer-look-up').addEventListener('click', lookUpTransferGrid);
+  document.querySelector('#transfer-dialog input[name=address]').addEventListener('keydown', (e) => {
+    // Enter looks the address up (it would otherwise submit the dialog as cancelled).
+    if (e.key === 'Enter') {
+      e.preventDefault();
+      lookUpTransferGrid();
+    }
+  });
   $('back').addEventListener('click', () => { location.hash = ''; });
   $('alert').addEventListener('click', () => { location.hash = `#/p/${$('alert').dataset.petitionId}`; $('alert').hidden = true; });
   $('bell').addEventListener('click', () => { $('alert-list').hidden = !$('alert-list').hidden; renderAlerts(); });

@@ -201,6 +201,13 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     if *state.app.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    if let Some(e) = state.app.county.store().write_failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage: writes are failing: {e}\n"),
+        )
+            .into_response();
+    }
     match state.app.county.store().schema_version() {
         Ok(_) => "ready\n".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}\n")).into_response(),

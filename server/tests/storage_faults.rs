@@ -272,6 +272,12 @@ async fn a_full_disk_gets_errors_never_acknowledgements() {
         }
     }
     assert!(!refused.is_empty(), "a full disk refuses writes");
+    // The server says it is not ready while its writes fail.
+    let readyz = http_get(server.addr, "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 503") && readyz.contains("writes are failing"),
+        "{readyz}"
+    );
     drop(resident);
     // Free the space and restart on the same folder.
     server.kill();

@@ -100,6 +100,8 @@ pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
     /// Feed floors shared with readers.
     floors: Arc<Floors>,
+    /// Why the last group flush failed; `None` once one succeeds again.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 fn gone() -> StoreError {
@@ -118,7 +120,9 @@ impl Writer {
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let floors = Arc::new(Floors::default());
+        let failure = Arc::new(std::sync::Mutex::new(None));
         let thread = WriterThread {
+            failure: failure.clone(),
             db,
             keyspace,
             cache: WriterCache::default(),
@@ -129,12 +133,24 @@ impl Writer {
             .name("lianxin-writer".into())
             .spawn(move || thread.run(rx))
             .map_err(|e| StoreError::Engine(e.into()))?;
-        Ok(Writer { tx, floors })
+        Ok(Writer {
+            tx,
+            floors,
+            failure,
+        })
     }
 
     /// The floors readers cap feeds at.
     pub(crate) fn floors(&self) -> &Floors {
         &self.floors
+    }
+
+    /// Why the last group flush failed, if it did (cleared by the next one that succeeds).
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Applies a commit and returns once it is on disk.
@@ -204,6 +220,8 @@ struct WriterThread {
     floors: Arc<Floors>,
     /// The checkpoint file and its counter (none for temporary stores).
     checkpoints: Option<crate::checkpoint::Checkpoints>,
+    /// Why the last group flush failed, shared with the handles.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl WriterThread {
@@ -300,6 +318,13 @@ impl WriterThread {
         match &outcome {
             Ok(()) => self.floors.clear(),
             Err(e) => tracing::error!(error = %e, "group commit failed"),
+        }
+        if group.writes > 0 || outcome.is_err() {
+            *self
+                .failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                outcome.as_ref().err().map(|e| e.to_string());
         }
         if let (Ok(()), Some(n), Some(c)) = (&outcome, checkpoint, &mut self.checkpoints)
             && let Err(e) = c.record(n)

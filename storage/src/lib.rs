@@ -251,6 +251,13 @@ impl Store {
         })
     }
 
+    /// Whether writes are reaching the disk: the error of the last failed group flush, until a
+    /// later flush succeeds (a full disk or a failing device; sled then refuses writes until the
+    /// process restarts).
+    pub fn write_failure(&self) -> Option<String> {
+        self.writer.failure()
+    }
+
     /// Keys and bytes (keys plus values) held in each tree, and in each prefix of the petition
     /// keyspace (named `petition_keyspace/<prefix>`): what the data itself weighs, before sled's
     /// own overhead. Reads the whole database.

@@ -205,6 +205,8 @@ impl Actor for PetitionActor {
             .into());
         }
         tracing::debug!(petition = petition.id, "petition actor started");
+        args.county
+            .petition_live(petition.id, args.grid_id, myself.get_id());
         if let Some(idle) = args.county.settings().petition_idle {
             myself.send_after(idle, || PetitionMsg::IdleCheck);
         }
@@ -217,6 +219,17 @@ impl Actor for PetitionActor {
             last_active: tokio::time::Instant::now(),
             only_supervised: true,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .county
+            .petition_gone(state.petition.id, myself.get_id());
+        Ok(())
     }
 
     async fn handle(
@@ -240,6 +253,7 @@ impl Actor for PetitionActor {
                 let p = &state.petition;
                 if !machine::is_open(p.state()) || p.grid_id != state.grid_id {
                     // Closed petitions have no actor; moved ones live under their new grid.
+                    state.county.petition_gone(p.id, myself.get_id());
                     myself.stop(Some("petition closed or moved".into()));
                 } else if state.only_supervised && state.county.settings().petition_idle.is_some() {
                     // Started for supervision alone: its next step is hours away.
@@ -498,6 +512,30 @@ fn attachments(
     Ok(out)
 }
 
+/// The checks of a new message that read no idempotency key: its text, media and client id, and
+/// whether the petition takes a message from this caller now.
+fn check_message(
+    state: &PetitionActorState,
+    who: &CallerInfo,
+    text: &str,
+    client_msg_id: &str,
+    media_ids: &[String],
+    now: i64,
+) -> DomainResult<(Vec<MediaAttachment>, machine::Outcome)> {
+    if text.trim().is_empty() && media_ids.is_empty() {
+        return Err(DomainError::InvalidArgument("message text is empty".into()));
+    }
+    check_text(&state.county, text)?;
+    let media = attachments(state.county.store(), who.caller.account_id, media_ids)?;
+    if client_msg_id.len() > 128 {
+        return Err(DomainError::InvalidArgument(
+            "client_msg_id is longer than 128 bytes".into(),
+        ));
+    }
+    let outcome = machine::decide(&state.petition, &who.caller, &Command::Message, now)?;
+    Ok((media, outcome))
+}
+
 async fn message(
     state: &mut PetitionActorState,
     who: &CallerInfo,
@@ -506,26 +544,27 @@ async fn message(
     media_ids: Vec<String>,
     now: i64,
 ) -> DomainResult<PetitionReply> {
-    if text.trim().is_empty() && media_ids.is_empty() {
-        return Err(DomainError::InvalidArgument("message text is empty".into()));
-    }
-    check_text(&state.county, &text)?;
-    let media = attachments(state.county.store(), who.caller.account_id, &media_ids)?;
-    if client_msg_id.len() > 128 {
-        return Err(DomainError::InvalidArgument(
-            "client_msg_id is longer than 128 bytes".into(),
-        ));
-    }
-    if !client_msg_id.is_empty()
-        && let Some(ack) = state.county.store().idempotent_ack(
-            who.caller.account_id,
-            &message_key(state.petition.id, &client_msg_id),
-        )?
-    {
-        state.county.store().durable().await?;
-        return duplicate_ack(&ack);
-    }
-    let outcome = machine::decide(&state.petition, &who.caller, &Command::Message, now)?;
+    // A resend is recognised by the storage writer, which answers with the original's
+    // acknowledgement (after the flush) instead of storing it again; so the common case, a new
+    // message, reads nothing here. Only a message refused below is looked up, so that a resend
+    // of a message stored before the petition changed (closed, say) still gets its ack.
+    let checked = check_message(state, who, &text, &client_msg_id, &media_ids, now);
+    let (media, outcome) = match checked {
+        Ok(checked) => checked,
+        Err(refused) => {
+            if !client_msg_id.is_empty()
+                && client_msg_id.len() <= 128
+                && let Some(ack) = state.county.store().idempotent_ack(
+                    who.caller.account_id,
+                    &message_key(state.petition.id, &client_msg_id),
+                )?
+            {
+                state.county.store().durable().await?;
+                return duplicate_ack(&ack);
+            }
+            return Err(refused);
+        }
+    };
     let mut p = outcome.petition;
     refresh_next_step(&state.county, &mut p);
     let seq = p.last_seq + 1;

@@ -245,9 +245,10 @@ impl Actor for PetitionActor {
                 state.handled += 1;
                 state.only_supervised &= call.request == PetitionRequest::Supervise;
                 let span = info_span!("petition", id = state.petition.id);
-                let result = handle_call(state, &call.caller, call.request)
-                    .instrument(span)
-                    .await;
+                // Boxed: the request's future is a few KiB, and the actor runtime moves the
+                // future of every message several times; a box is moved as a pointer.
+                let result =
+                    Box::pin(handle_call(state, &call.caller, call.request).instrument(span)).await;
                 let _ = call.reply.send(result);
                 state.last_active = tokio::time::Instant::now();
                 let p = &state.petition;
@@ -324,33 +325,35 @@ async fn handle_call(
         return Err(DomainError::no_petition(state.petition.id));
     }
     let now = state.county.clock().now_ms();
+    // Every request but a message runs boxed: an async fn's future is as large as its largest
+    // branch, and the actor runtime moves (copies) it for each request it handles.
     match request {
         PetitionRequest::Message {
             text,
             client_msg_id,
             media_ids,
         } => message(state, who, text, client_msg_id, media_ids, now).await,
-        PetitionRequest::MarkRead { seq } => mark_read(state, who, seq, now).await,
-        PetitionRequest::Open => open(state, who, now).await,
-        PetitionRequest::Supervise => supervise(state, who, now).await,
+        PetitionRequest::MarkRead { seq } => Box::pin(mark_read(state, who, seq, now)).await,
+        PetitionRequest::Open => Box::pin(open(state, who, now)).await,
+        PetitionRequest::Supervise => Box::pin(supervise(state, who, now)).await,
         PetitionRequest::Transfer {
             to_worker_id,
             to_grid_id,
             reason,
         } => {
-            let to = transfer_target(&state.county, to_worker_id, to_grid_id).await?;
+            let to = Box::pin(transfer_target(&state.county, to_worker_id, to_grid_id)).await?;
             let head = state
                 .county
                 .store()
                 .grid(to.grid_id)?
                 .map_or(0, |g| g.head_id);
-            transition(
+            Box::pin(transition(
                 state,
                 who,
                 Command::Transfer { to, reason },
                 now,
                 Some(head),
-            )
+            ))
             .await
         }
         PetitionRequest::Escalate {
@@ -363,14 +366,28 @@ async fn handle_call(
                 unit_name,
                 note,
             };
-            transition(state, who, cmd, now, None).await
+            Box::pin(transition(state, who, cmd, now, None)).await
         }
         PetitionRequest::Resolve { summary } => {
-            transition(state, who, Command::Resolve { summary }, now, None).await
+            Box::pin(transition(
+                state,
+                who,
+                Command::Resolve { summary },
+                now,
+                None,
+            ))
+            .await
         }
-        PetitionRequest::Close => transition(state, who, Command::Close, now, None).await,
+        PetitionRequest::Close => Box::pin(transition(state, who, Command::Close, now, None)).await,
         PetitionRequest::Withdraw { reason } => {
-            transition(state, who, Command::Withdraw { reason }, now, None).await
+            Box::pin(transition(
+                state,
+                who,
+                Command::Withdraw { reason },
+                now,
+                None,
+            ))
+            .await
         }
         PetitionRequest::Rate {
             level,
@@ -383,7 +400,7 @@ async fn handle_call(
                 comment,
                 by_phone,
             };
-            transition(state, who, cmd, now, None).await
+            Box::pin(transition(state, who, cmd, now, None)).await
         }
         PetitionRequest::Reopen { reason } => {
             check_text(&state.county, &reason)?;
@@ -392,7 +409,7 @@ async fn handle_call(
                 .policy(state.petition.community_id)
                 .reopen_within_ms();
             let cmd = Command::Reopen { reason, within_ms };
-            transition(state, who, cmd, now, None).await
+            Box::pin(transition(state, who, cmd, now, None)).await
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use lianxin_protocol::v1::{
     Board, BoardUpdate, Category, Channel, GetBoardPetitions, GridInfo, HistoryPage, Petition,
     PetitionPage, PetitionState, Rating, Role, SubmitPetition, WatchBoard, WorkerInfo,
@@ -133,6 +134,9 @@ struct Inner {
     settings: DomainSettings,
     /// Grid actors by grid id.
     grids: RwLock<HashMap<u64, ActorRef<GridMsg>>>,
+    /// Petitions whose actor is running, with its grid and id: requests to them are routed
+    /// without reading the petition from storage (the actor checks access on its own copy).
+    live: DashMap<u64, (u64, ractor::ActorId)>,
     /// Deadline policies.
     policies: Policies,
     /// The supervisor actor, once started.
@@ -209,6 +213,7 @@ impl County {
             hub: Hub::new(),
             settings,
             grids: RwLock::new(HashMap::new()),
+            live: DashMap::new(),
             policies,
             supervisor: RwLock::new(None),
             stop_ticker: Arc::new(AtomicBool::new(false)),
@@ -567,6 +572,10 @@ impl County {
     }
 
     /// Carries out a request on one petition through its actor.
+    ///
+    /// A petition whose actor is running is routed to its grid straight away, and the actor
+    /// checks the caller's access on the petition it holds; any other is read from storage for
+    /// its grid and the access check (the actor checks again once started).
     pub async fn petition(
         &self,
         petition_id: u64,
@@ -575,16 +584,23 @@ impl County {
     ) -> DomainResult<PetitionReply> {
         let mut last = DomainError::Unavailable("no attempt".into());
         for _ in 0..3 {
-            let p = self
-                .store()
-                .petition(petition_id)?
-                .ok_or_else(|| DomainError::no_petition(petition_id))?;
-            if !access::can_view(&p, &who.caller) {
-                return Err(DomainError::no_petition(petition_id));
-            }
+            let live = self.0.live.get(&petition_id).map(|entry| entry.0);
+            let grid_id = match live {
+                Some(grid_id) => grid_id,
+                None => {
+                    let p = self
+                        .store()
+                        .petition(petition_id)?
+                        .ok_or_else(|| DomainError::no_petition(petition_id))?;
+                    if !access::can_view(&p, &who.caller) {
+                        return Err(DomainError::no_petition(petition_id));
+                    }
+                    p.grid_id
+                }
+            };
             let (who, request) = (who.clone(), request.clone());
             let result = self
-                .call_grid(p.grid_id, |reply| GridMsg::Route {
+                .call_grid(grid_id, |reply| GridMsg::Route {
                     petition_id,
                     msg: PetitionMsg::Call(PetitionCall {
                         caller: who,
@@ -596,13 +612,28 @@ impl County {
             match result {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(DomainError::Unavailable(m))) | Err(DomainError::Unavailable(m)) => {
-                    // The actor moved grids, closed, or crashed mid-request: look again.
+                    // The actor moved grids, closed, or crashed mid-request: look again, in
+                    // storage.
+                    self.0
+                        .live
+                        .remove_if(&petition_id, |_, (grid, _)| *grid == grid_id);
                     last = DomainError::Unavailable(m);
                 }
                 Ok(Err(e)) | Err(e) => return Err(e),
             }
         }
         Err(last)
+    }
+
+    /// Records that a petition's actor runs under a grid (the actor calls this as it starts).
+    pub(crate) fn petition_live(&self, petition_id: u64, grid_id: u64, actor: ractor::ActorId) {
+        self.0.live.insert(petition_id, (grid_id, actor));
+    }
+
+    /// Forgets a petition's actor, if it is still the one recorded (called as it stops, or when
+    /// its petition moves to another grid).
+    pub(crate) fn petition_gone(&self, petition_id: u64, actor: ractor::ActorId) {
+        self.0.live.remove_if(&petition_id, |_, (_, a)| *a == actor);
     }
 
     /// Makes a petition's actor panic (for tests of supervision; only with the

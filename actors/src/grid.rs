@@ -156,16 +156,18 @@ impl Actor for GridActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             GridMsg::Route { petition_id, msg } => route(&myself, state, petition_id, msg).await,
+            // Routing is the hot path; the rest runs boxed, so that the future of every message
+            // (which the actor runtime moves, copying it) is only as large as routing's.
             GridMsg::Submit { caller, new, reply } => {
                 let span = tracing::info_span!("grid", id = state.grid.id);
-                let result = submit(state, &caller, *new).instrument(span).await;
+                let result = Box::pin(submit(state, &caller, *new).instrument(span)).await;
                 let _ = reply.send(result);
             }
             GridMsg::PickAssignee { exclude, reply } => {
-                let _ = reply.send(pick_assignee(state, exclude).await);
+                let _ = reply.send(Box::pin(pick_assignee(state, exclude)).await);
             }
             GridMsg::Workers(reply) => {
-                let _ = reply.send(worker_infos(state).await);
+                let _ = reply.send(Box::pin(worker_infos(state)).await);
             }
             GridMsg::Worker { worker_id, msg } => {
                 if let Some(worker) = state.workers.get(&worker_id) {
@@ -202,12 +204,12 @@ impl Actor for GridActor {
                     metrics::counter!("lianxin_actor_restarts_total", "kind" => "worker")
                         .increment(1);
                     if let Some(account) = state.county.store().account(wid)? {
-                        let (worker, _) = Actor::spawn_linked(
+                        let (worker, _) = Box::pin(Actor::spawn_linked(
                             None,
                             WorkerActor,
                             (state.county.clone(), account),
                             myself.get_cell(),
-                        )
+                        ))
                         .await?;
                         state.workers.insert(wid, worker);
                     }
@@ -279,7 +281,7 @@ async fn route(
             Err(ractor::MessagingErr::SendErr(msg)) => {
                 // The actor is stopping; start a fresh one below.
                 state.petitions.remove(&petition_id);
-                return start_and_send(myself, state, petition_id, msg).await;
+                return Box::pin(start_and_send(myself, state, petition_id, msg)).await;
             }
             Err(_) => {
                 state.petitions.remove(&petition_id);
@@ -287,7 +289,7 @@ async fn route(
             }
         }
     }
-    start_and_send(myself, state, petition_id, msg).await
+    Box::pin(start_and_send(myself, state, petition_id, msg)).await
 }
 
 async fn start_and_send(

@@ -207,6 +207,8 @@ impl Actor for PetitionActor {
             .into());
         }
         tracing::debug!(petition = petition.id, "petition actor started");
+        args.county
+            .petition_live(petition.id, args.grid_id, myself.get_id());
         if let Some(idle) = args.county.settings().petition_idle {
             myself.send_after(idle, || PetitionMsg::IdleCheck);
         }
@@ -219,6 +221,17 @@ impl Actor for PetitionActor {
             last_active: tokio::time::Instant::now(),
             only_supervised: true,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .county
+            .petition_gone(state.petition.id, myself.get_id());
+        Ok(())
     }
 
     async fn handle(
@@ -235,14 +248,16 @@ impl Actor for PetitionActor {
                 state.handled += 1;
                 state.only_supervised &= call.request == PetitionRequest::Supervise;
                 let span = info_span!("petition", id = state.petition.id);
-                let result = handle_call(state, &call.caller, call.request)
-                    .instrument(span)
-                    .await;
+                // Boxed: the request's future is a few KiB, and the actor runtime moves the
+                // future of every message several times; a box is moved as a pointer.
+                let result =
+                    Box::pin(handle_call(state, &call.caller, call.request).instrument(span)).await;
                 let _ = call.reply.send(result);
                 state.last_active = tokio::time::Instant::now();
                 let p = &state.petition;
                 if !machine::is_open(p.state()) || p.grid_id != state.grid_id {
                     // Closed petitions have no actor; moved ones live under their new grid.
+                    state.county.petition_gone(p.id, myself.get_id());
                     myself.stop(Some("petition closed or moved".into()));
                 } else if state.only_supervised && state.county.settings().petition_idle.is_some() {
                     // Started for supervision alone: its next step is hours away.
@@ -313,33 +328,35 @@ async fn handle_call(
         return Err(DomainError::no_petition(state.petition.id));
     }
     let now = state.county.clock().now_ms();
+    // Every request but a message runs boxed: an async fn's future is as large as its largest
+    // branch, and the actor runtime moves (copies) it for each request it handles.
     match request {
         PetitionRequest::Message {
             text,
             client_msg_id,
             media_ids,
         } => message(state, who, text, client_msg_id, media_ids, now).await,
-        PetitionRequest::MarkRead { seq } => mark_read(state, who, seq, now).await,
-        PetitionRequest::Open => open(state, who, now).await,
-        PetitionRequest::Supervise => supervise(state, who, now).await,
+        PetitionRequest::MarkRead { seq } => Box::pin(mark_read(state, who, seq, now)).await,
+        PetitionRequest::Open => Box::pin(open(state, who, now)).await,
+        PetitionRequest::Supervise => Box::pin(supervise(state, who, now)).await,
         PetitionRequest::Transfer {
             to_worker_id,
             to_grid_id,
             reason,
         } => {
-            let to = transfer_target(&state.county, to_worker_id, to_grid_id).await?;
+            let to = Box::pin(transfer_target(&state.county, to_worker_id, to_grid_id)).await?;
             let head = state
                 .county
                 .store()
                 .grid(to.grid_id)?
                 .map_or(0, |g| g.head_id);
-            transition(
+            Box::pin(transition(
                 state,
                 who,
                 Command::Transfer { to, reason },
                 now,
                 Some(head),
-            )
+            ))
             .await
         }
         PetitionRequest::Escalate {
@@ -352,14 +369,28 @@ async fn handle_call(
                 unit_name,
                 note,
             };
-            transition(state, who, cmd, now, None).await
+            Box::pin(transition(state, who, cmd, now, None)).await
         }
         PetitionRequest::Resolve { summary } => {
-            transition(state, who, Command::Resolve { summary }, now, None).await
+            Box::pin(transition(
+                state,
+                who,
+                Command::Resolve { summary },
+                now,
+                None,
+            ))
+            .await
         }
-        PetitionRequest::Close => transition(state, who, Command::Close, now, None).await,
+        PetitionRequest::Close => Box::pin(transition(state, who, Command::Close, now, None)).await,
         PetitionRequest::Withdraw { reason } => {
-            transition(state, who, Command::Withdraw { reason }, now, None).await
+            Box::pin(transition(
+                state,
+                who,
+                Command::Withdraw { reason },
+                now,
+                None,
+            ))
+            .await
         }
         PetitionRequest::Rate {
             level,
@@ -372,7 +403,7 @@ async fn handle_call(
                 comment,
                 by_phone,
             };
-            transition(state, who, cmd, now, None).await
+            Box::pin(transition(state, who, cmd, now, None)).await
         }
         PetitionRequest::Reopen { reason } => {
             check_text(&state.county, &reason)?;
@@ -381,7 +412,7 @@ async fn handle_call(
                 .policy(state.petition.community_id)
                 .reopen_within_ms();
             let cmd = Command::Reopen { reason, within_ms };
-            transition(state, who, cmd, now, None).await
+            Box::pin(transition(state, who, cmd, now, None)).await
         }
     }
 }
@@ -501,6 +532,30 @@ fn attachments(
     Ok(out)
 }
 
+/// The checks of a new message that read no idempotency key: its text, media and client id, and
+/// whether the petition takes a message from this caller now.
+fn check_message(
+    state: &PetitionActorState,
+    who: &CallerInfo,
+    text: &str,
+    client_msg_id: &str,
+    media_ids: &[String],
+    now: i64,
+) -> DomainResult<(Vec<MediaAttachment>, machine::Outcome)> {
+    if text.trim().is_empty() && media_ids.is_empty() {
+        return Err(DomainError::InvalidArgument("message text is empty".into()));
+    }
+    check_text(&state.county, text)?;
+    let media = attachments(state.county.store(), who.caller.account_id, media_ids)?;
+    if client_msg_id.len() > 128 {
+        return Err(DomainError::InvalidArgument(
+            "client_msg_id is longer than 128 bytes".into(),
+        ));
+    }
+    let outcome = machine::decide(&state.petition, &who.caller, &Command::Message, now)?;
+    Ok((media, outcome))
+}
+
 async fn message(
     state: &mut PetitionActorState,
     who: &CallerInfo,
@@ -509,26 +564,27 @@ async fn message(
     media_ids: Vec<String>,
     now: i64,
 ) -> DomainResult<PetitionReply> {
-    if text.trim().is_empty() && media_ids.is_empty() {
-        return Err(DomainError::InvalidArgument("message text is empty".into()));
-    }
-    check_text(&state.county, &text)?;
-    let media = attachments(state.county.store(), who.caller.account_id, &media_ids)?;
-    if client_msg_id.len() > 128 {
-        return Err(DomainError::InvalidArgument(
-            "client_msg_id is longer than 128 bytes".into(),
-        ));
-    }
-    if !client_msg_id.is_empty()
-        && let Some(ack) = state.county.store().idempotent_ack(
-            who.caller.account_id,
-            &message_key(state.petition.id, &client_msg_id),
-        )?
-    {
-        state.county.store().durable().await?;
-        return duplicate_ack(&ack);
-    }
-    let outcome = machine::decide(&state.petition, &who.caller, &Command::Message, now)?;
+    // A resend is recognised by the storage writer, which answers with the original's
+    // acknowledgement (after the flush) instead of storing it again; so the common case, a new
+    // message, reads nothing here. Only a message refused below is looked up, so that a resend
+    // of a message stored before the petition changed (closed, say) still gets its ack.
+    let checked = check_message(state, who, &text, &client_msg_id, &media_ids, now);
+    let (media, outcome) = match checked {
+        Ok(checked) => checked,
+        Err(refused) => {
+            if !client_msg_id.is_empty()
+                && client_msg_id.len() <= 128
+                && let Some(ack) = state.county.store().idempotent_ack(
+                    who.caller.account_id,
+                    &message_key(state.petition.id, &client_msg_id),
+                )?
+            {
+                state.county.store().durable().await?;
+                return duplicate_ack(&ack);
+            }
+            return Err(refused);
+        }
+    };
     let mut p = outcome.petition;
     refresh_next_step(&state.county, &mut p);
     let seq = p.last_seq + 1;

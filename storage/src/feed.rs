@@ -6,10 +6,69 @@
 //! known to be flushed ([`crate::durability`]), and stop at the first missing cursor.
 
 use bytes::Bytes;
+use lianxin_protocol::v1::{Entry, EntryAdded, Event, event};
+use prost::Message;
+use prost::encoding::{decode_varint, encode_varint};
 
 use crate::petitions::stored_head;
 use crate::trees::{ks, pkey_u64, pkey2};
-use crate::{Result, Store};
+use crate::{Result, Store, StoreError};
+
+/// The first byte of a feed value stored as a [`FeedRef`]. An encoded `Event` never starts with
+/// it (a protobuf key byte names a field number of at least 1, so it is at least 0x08).
+const REF_TAG: u8 = 0x01;
+
+/// An `EntryAdded` feed event stored as where its entry is: the entry itself lives once, in its
+/// petition's timeline, instead of once per recipient (schema 4; older feeds hold whole events,
+/// which stay readable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FeedRef {
+    /// The petition.
+    pub petition_id: u64,
+    /// The entry's sequence number in it.
+    pub seq: u64,
+    /// The petition's state after the entry.
+    pub state: i32,
+    /// Its assignee after the entry.
+    pub assignee_id: u64,
+}
+
+impl FeedRef {
+    /// The stored value: the tag, then varints of the time, petition, seq, state and assignee.
+    pub(crate) fn encode(&self, at_ms: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        out.push(REF_TAG);
+        for v in [
+            at_ms as u64,
+            self.petition_id,
+            self.seq,
+            self.state as u32 as u64,
+            self.assignee_id,
+        ] {
+            encode_varint(v, &mut out);
+        }
+        out
+    }
+
+    /// Reads a stored value; `None` if it is not a reference (a whole event).
+    fn decode(value: &[u8]) -> Result<Option<(i64, FeedRef)>> {
+        let Some((&REF_TAG, mut rest)) = value.split_first() else {
+            return Ok(None);
+        };
+        let mut next = || {
+            decode_varint(&mut rest)
+                .map_err(|e| StoreError::Corrupt(format!("feed reference: {e}")))
+        };
+        let at_ms = next()? as i64;
+        let r = FeedRef {
+            petition_id: next()?,
+            seq: next()?,
+            state: next()? as u32 as i32,
+            assignee_id: next()?,
+        };
+        Ok(Some((at_ms, r)))
+    }
+}
 
 /// One stored feed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +110,31 @@ impl Store {
                 // it is read next time.
                 break;
             }
-            out.push(StoredEvent {
-                cursor,
-                event: Bytes::from_owner(v),
-            });
+            let event = match FeedRef::decode(&v)? {
+                None => Bytes::from_owner(v),
+                Some((at_ms, r)) => {
+                    let stored = self
+                        .keyspace()
+                        .get(pkey2(ks::ENTRY, r.petition_id, r.seq))?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "feed of {account_id} at {cursor}: no entry {} of petition {}",
+                                r.seq, r.petition_id
+                            ))
+                        })?;
+                    let event = Event {
+                        cursor,
+                        at_ms,
+                        kind: Some(event::Kind::EntryAdded(EntryAdded {
+                            entry: Some(Entry::decode(&*stored)?),
+                            state: r.state,
+                            assignee_id: r.assignee_id,
+                        })),
+                    };
+                    Bytes::from(event.encode_to_vec())
+                }
+            };
+            out.push(StoredEvent { cursor, event });
         }
         // Checked after reading: a floor set before the events were applied covers them.
         if let Some(floor) = self.writer.floors().cap(account_id) {

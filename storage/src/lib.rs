@@ -44,8 +44,9 @@ pub use records::{AccountRecord, SessionRecord};
 /// The schema version this build writes and understands.
 ///
 /// 1: first layout. 2: community indexes. 3: the trees a petition commit writes merged into one
-/// keyspace tree (`trees::MERGED_IN_V3`), feed heads no longer stored.
-pub const SCHEMA_VERSION: u64 = 3;
+/// keyspace tree (`trees::MERGED_IN_V3`), feed heads no longer stored. 4: a feed event announcing
+/// a new timeline entry is stored as a reference to the entry (`feed::FeedRef`), not a copy.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -385,6 +386,7 @@ fn check_schema(db: &sled::Db, trees: &trees::Trees) -> Result<()> {
         let n = petitions::rebuild_community_indexes(&trees.petition_keyspace)?;
         tracing::info!(petitions = n, "schema 1 → 2: community indexes built");
     }
+    // 3 → 4 needs no rewrite: feeds written before keep whole events, which stay readable.
     if found < SCHEMA_VERSION {
         meta.insert(
             trees::META_SCHEMA_VERSION,

@@ -230,6 +230,23 @@ fn stored_event(scratch: &mut Vec<u8>, cursor: u64, at_ms: i64, kind: &[u8]) -> 
     sled::IVec::from(&scratch[..])
 }
 
+/// The reference a feed event is stored as, when it is an `EntryAdded` of one of the commit's own
+/// entries; `None` stores the whole event.
+fn feed_ref(c: &Commit, kind: &event::Kind) -> Option<crate::feed::FeedRef> {
+    let event::Kind::EntryAdded(added) = kind else {
+        return None;
+    };
+    let entry = added.entry.as_ref()?;
+    (entry.petition_id == c.petition.id && c.entries.iter().any(|e| e == entry)).then_some(
+        crate::feed::FeedRef {
+            petition_id: entry.petition_id,
+            seq: entry.seq,
+            state: added.state,
+            assignee_id: added.assignee_id,
+        },
+    )
+}
+
 impl WriterCache {
     /// Empties the caches if they grew past their bounds.
     pub(crate) fn trim(&mut self) {
@@ -372,7 +389,12 @@ impl WriterCache {
             head.1 += 1;
             let cursor = head.1;
             let value = stored_event(scratch, cursor, c.at_ms, &kinds[at].1);
-            g.put(&pkey2(ks::FEED, *account, cursor), value.clone());
+            // A new entry of this very commit is stored by reference: the feed keeps where the
+            // entry is (and the state after it), not another copy of it.
+            match feed_ref(c, kind) {
+                Some(r) => g.put(&pkey2(ks::FEED, *account, cursor), r.encode(c.at_ms)),
+                None => g.put(&pkey2(ks::FEED, *account, cursor), value.clone()),
+            }
             items.push(FeedItem {
                 account_id: *account,
                 cursor,
@@ -642,6 +664,42 @@ mod tests {
             state: 1,
             assignee_id: 0,
         })
+    }
+
+    #[test]
+    fn new_entries_reach_feeds_by_reference_and_read_back_whole() {
+        let store = Store::temporary().unwrap();
+        let e1 = text(1, 1, &"路灯坏了".repeat(20));
+        // An EntryAdded of another petition's entry (not in this commit) is stored whole.
+        let foreign = text(9, 3, "别处的");
+        let c = Commit {
+            petition: petition(1, 7, PetitionState::Submitted, 1),
+            entries: vec![e1.clone()],
+            add_participants: vec![100, 7],
+            feed: vec![(100, added(&e1)), (7, added(&e1)), (7, added(&foreign))],
+            at_ms: 1_795_000_000_123,
+            ..Default::default()
+        };
+        let CommitResult::Done(items) = store.commit(&c).unwrap() else {
+            panic!("duplicate")
+        };
+        let stored = |account, cursor| {
+            store
+                .keyspace()
+                .get(pkey2(ks::FEED, account, cursor))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(stored(100, 1)[0], 0x01, "a reference");
+        assert!(stored(100, 1).len() < 24, "{} bytes", stored(100, 1).len());
+        assert_ne!(stored(7, 2)[0], 0x01, "a foreign entry is stored whole");
+        // What a reader gets back is exactly what was delivered live.
+        for item in &items {
+            let read = store
+                .feed_after(item.account_id, item.cursor - 1, 1)
+                .unwrap();
+            assert_eq!(read[0].event, item.event, "account {}", item.account_id);
+        }
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! handshake deadline, HTTP/1.1 with upgrades, and the `Origin` check of WebSocket upgrades.
 //!
 //! A new TCP connection has `limits.handshake_timeout_secs` to finish its TLS handshake and send
-//! its whole first HTTP request head (for `/ws`: the upgrade request); a connection that dribbles
-//! or sends nothing is dropped then, so a slowloris holds nothing for long. Later request heads on
-//! a kept-alive connection get the same deadline from their first byte.
+//! its whole HTTP request head (for `/ws`: the upgrade request); a connection that dribbles or
+//! sends nothing is dropped then, so a slowloris holds nothing for long. Each connection carries
+//! one request (no keep-alive), so no connection can idle between requests either.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -145,43 +146,51 @@ async fn connection(
     transport: Transport,
     stop: watch::Receiver<bool>,
 ) {
-    let started = tokio::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + transport.handshake_timeout;
     match &transport.tls {
-        None => http(tcp, peer, router, transport.handshake_timeout, stop).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(transport.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let left = transport
-                        .handshake_timeout
-                        .saturating_sub(started.elapsed());
-                    http(tls, peer, router, left.max(Duration::from_millis(1)), stop).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        }
+        None => http(tcp, peer, router, deadline, stop).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => http(tls, peer, router, deadline, stop).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
     }
 }
 
-/// HTTP/1.1 with upgrades on an established stream; the request head must come within
-/// `head_timeout`.
+/// HTTP/1.1 with upgrades on an established stream, for one request whose head must have
+/// arrived by `deadline`.
 async fn http<S>(
     io: S,
     peer: SocketAddr,
     router: Router,
-    head_timeout: Duration,
+    deadline: tokio::time::Instant,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let head_read = Arc::new(AtomicBool::new(false));
+    let seen = head_read.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        seen.store(true, Ordering::Release);
         req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(req.map(axum::body::Body::new))
+        let response = router.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let mut response = response.await?;
+            // One request per connection: nothing may idle between requests. (An upgrade keeps
+            // its own `Connection: upgrade`.)
+            if response.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
+        .header_read_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .max_buf_size(64 * 1024);
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
@@ -194,6 +203,10 @@ async fn http<S>(
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended");
                 }
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline), if !head_read.load(Ordering::Acquire) => {
+                tracing::debug!(%peer, "no request head within the handshake deadline: dropped");
                 return;
             }
             changed = stop.changed(), if !stopping => {

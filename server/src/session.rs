@@ -259,7 +259,19 @@ impl Session {
                 reason: Utf8Bytes::from_static(e.reason),
             };
             let send = self.ws.send(Message::Close(Some(frame)));
-            let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), send).await {
+                // The close handshake: frames the client sent before it read our close are read
+                // and dropped until its close reply. Closing the socket with them unread would
+                // reset the connection, and the client could lose our close frame (its code).
+                let handshake = async {
+                    while let Some(Ok(m)) = self.ws.next().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
+            }
         }
     }
 

@@ -431,6 +431,47 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sign_in_over_the_limit_is_refused_before_its_password_is_hashed() {
+        let store = Store::temporary().unwrap();
+        store
+            .create_account(&AccountRecord {
+                id: 7,
+                login: "w".into(),
+                role: Role::Worker as i32,
+                password_hash: hash_password("right-password").unwrap(),
+                ..Default::default()
+            })
+            .unwrap();
+        let limits = crate::config::Limits {
+            sign_in_failures_per_account: 1,
+            ..Default::default()
+        };
+        let limiter = SignInLimiter::new(&limits);
+        let admit = |_: &AccountRecord| Ok(());
+        let gate = SignInGate {
+            limiter: &limiter,
+            ip: "10.0.0.1".parse().unwrap(),
+            admit: &admit,
+        };
+        let wrong = sign_in(&store, "w", "wrong-password", "d", 0, 1_000, gate).await;
+        assert!(matches!(wrong, Err(AuthError::BadCredentials)));
+        // With every hasher busy, an attempt that went on to hashing would wait for ever.
+        let busy = pool()
+            .permits
+            .acquire_many(u32::try_from(HASHERS).unwrap())
+            .await
+            .unwrap();
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            sign_in(&store, "w", "right-password", "d", 0, 1_000, gate),
+        )
+        .await
+        .expect("refused without waiting for a hasher");
+        assert!(matches!(refused, Err(AuthError::RateLimited(_))));
+        drop(busy);
+    }
+
     #[test]
     fn tokens_are_random_and_stored_only_as_hashes() {
         let store = Store::temporary().unwrap();

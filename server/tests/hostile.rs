@@ -573,3 +573,120 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
     resident.ping().await.unwrap();
     server.stop().await;
 }
+
+/// Bystanders' request latencies (p50, p99) for `secs` seconds: `clients` signed-in clients,
+/// each making a request every 25 ms.
+async fn bystander_latencies(server: &TestServer, clients: usize, secs: u64) -> (Duration, Duration) {
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let login = format!("resident-{:02}-{}a", i % 12 + 1, i / 12 % 4 + 1);
+        let c = server.sign_in(&login, Wire::Binary).await;
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            let mut n = 0u64;
+            while tokio::time::Instant::now() < end {
+                tick.tick().await;
+                let started = std::time::Instant::now();
+                if n % 2 == 0 {
+                    c.ping().await.unwrap();
+                } else {
+                    c.my_grid().await.unwrap();
+                }
+                samples.push(started.elapsed());
+                n += 1;
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+/// Not a pass/fail test: measures what hostile clients cost the others. Run it with
+/// `cargo test --release -p lianxin-server --test hostile -- --ignored --nocapture bystander`
+/// (docs/security.md has the figures).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run by hand"]
+async fn bystander_latency_under_attack() {
+    more_files();
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        handshake_timeout_secs: 2,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(config_with(dir.path(), limits)).await;
+    let (base_p50, base_p99) = bystander_latencies(&server, 20, 10).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attack = Vec::new();
+    // 1,000 slowloris connections, replaced as the server drops them.
+    for _ in 0..1000 {
+        let stop = stop.clone();
+        let addr = server.addr;
+        attack.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                    continue;
+                };
+                let _ = s.write_all(b"GET /ws HTTP/1.1\r\n").await;
+                let mut buf = [0u8; 16];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(b"X").await.is_err() {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                        Ok(_) => break,
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }));
+    }
+    // Two flooders, reconnecting whenever they are closed; one sender of oversized frames.
+    for login in ["worker-01-1a", "worker-02-1a"] {
+        let stop = stop.clone();
+        let url = server.url.clone();
+        attack.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = sign_in(&url, login, Wire::Binary).await;
+                while !c.is_closed() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let burst = (0..50).map(|_| c.ping());
+                    let _ = futures_util::future::join_all(burst).await;
+                }
+            }
+        }));
+    }
+    {
+        let stop = stop.clone();
+        let url = server.url.clone();
+        attack.push(tokio::spawn(async move {
+            let big = vec![0u8; Limits::default().max_frame_bytes + 1];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = connect(&url, Wire::Binary).await;
+                while !c.is_closed() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = c
+                        .send_raw_for_reply(Message::Binary(big.clone().into()), 0)
+                        .await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (hit_p50, hit_p99) = bystander_latencies(&server, 20, 10).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attack {
+        let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
+    }
+    eprintln!(
+        "bystanders: p50 {base_p50:?} / p99 {base_p99:?} alone; p50 {hit_p50:?} / p99 {hit_p99:?} under attack ({:+.1}% p99)",
+        (hit_p99.as_secs_f64() / base_p99.as_secs_f64() - 1.0) * 100.0
+    );
+    server.stop().await;
+}

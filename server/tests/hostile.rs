@@ -576,7 +576,11 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
 
 /// Bystanders' request latencies (p50, p99) for `secs` seconds: `clients` signed-in clients,
 /// each making a request every 25 ms.
-async fn bystander_latencies(server: &TestServer, clients: usize, secs: u64) -> (Duration, Duration) {
+async fn bystander_latencies(
+    server: &TestServer,
+    clients: usize,
+    secs: u64,
+) -> (Duration, Duration) {
     let mut tasks = Vec::new();
     for i in 0..clients {
         let login = format!("resident-{:02}-{}a", i % 12 + 1, i / 12 % 4 + 1);
@@ -589,7 +593,7 @@ async fn bystander_latencies(server: &TestServer, clients: usize, secs: u64) -> 
             while tokio::time::Instant::now() < end {
                 tick.tick().await;
                 let started = std::time::Instant::now();
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     c.ping().await.unwrap();
                 } else {
                     c.my_grid().await.unwrap();

@@ -15,11 +15,13 @@ fuzz_target!(|data: &[u8]| {
         let back = codec::decode_binary::<ClientFrame>(&again, usize::MAX)
             .expect("a re-encoded frame decodes");
         assert_eq!(back, frame);
-        // The JSON form of anything the binary form accepts is accepted too, with the same value.
-        let json = codec::encode_json(&frame);
-        let from_json = codec::decode_json::<ClientFrame>(&json, usize::MAX)
-            .expect("the JSON form of a decoded frame decodes");
-        assert_eq!(from_json, frame);
+        // Its JSON form, when it has one, means the same. (Binary frames may carry enum numbers
+        // without a name, which JSON cannot express: the requests refuse those themselves.)
+        if let Ok(json) = codec::try_encode_json(&frame) {
+            let from_json = codec::decode_json::<ClientFrame>(&json, usize::MAX)
+                .expect("the JSON form of a decoded frame decodes");
+            assert_eq!(from_json, frame);
+        }
     }
     // Clients decode the server's frames with the same code.
     let _ = codec::decode_binary::<ServerFrame>(data, LIMIT);

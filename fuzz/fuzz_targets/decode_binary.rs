@@ -2,9 +2,9 @@
 //! frame that decodes to the same value.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use lianxin_protocol::codec;
 use lianxin_protocol::v1::{ClientFrame, ServerFrame};
+use libfuzzer_sys::fuzz_target;
 
 /// The server's default frame limit.
 const LIMIT: usize = 64 * 1024;

@@ -2,9 +2,9 @@
 //! numbers, unknown fields), and what decodes re-encodes to the same value in both forms.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use lianxin_protocol::codec;
 use lianxin_protocol::v1::ClientFrame;
+use libfuzzer_sys::fuzz_target;
 
 /// The server's default frame limit.
 const LIMIT: usize = 64 * 1024;

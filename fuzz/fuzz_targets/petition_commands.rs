@@ -4,12 +4,12 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
 use lianxin_actors::domain::access::Caller;
 use lianxin_actors::domain::petition::{Command, TransferTarget, action_of, decide, is_open};
 use lianxin_protocol::v1::{
     Action, Channel, EscalationTarget, FiledBy, Petition, PetitionState, RatingLevel, Role,
 };
+use libfuzzer_sys::fuzz_target;
 
 const COMMUNITY: u64 = 10;
 const OTHER_COMMUNITY: u64 = 11;
@@ -39,19 +39,40 @@ const CAST: [(u64, Role, u64, u64); 13] = [
 enum Who {
     Assignee,
     Cast(u8),
-    Anyone { id: u64, role: i32, community: u64, grid: u64 },
+    Anyone {
+        id: u64,
+        role: i32,
+        community: u64,
+        grid: u64,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
 enum Cmd {
     Message,
-    Transfer { worker: u64, grid: u64, community: u64, reason: String },
-    Escalate { target: i32, unit: String, note: String },
+    Transfer {
+        worker: u64,
+        grid: u64,
+        community: u64,
+        reason: String,
+    },
+    Escalate {
+        target: i32,
+        unit: String,
+        note: String,
+    },
     Resolve(String),
     Close,
     Withdraw(String),
-    Rate { level: i32, comment: String, by_phone: bool },
-    Reopen { reason: String, within_ms: i64 },
+    Rate {
+        level: i32,
+        comment: String,
+        by_phone: bool,
+    },
+    Reopen {
+        reason: String,
+        within_ms: i64,
+    },
     CloseUnrated,
 }
 
@@ -70,21 +91,40 @@ fn caller(w: &Who, p: &Petition) -> Caller {
             .find(|c| c.0 == p.assignee_id)
             .unwrap_or((p.assignee_id, Role::Worker, p.community_id, p.grid_id)),
         Who::Cast(i) => CAST[usize::from(i) % CAST.len()],
-        Who::Anyone { id, role, community, grid } => (
+        Who::Anyone {
+            id,
+            role,
+            community,
+            grid,
+        } => (
             id,
             Role::try_from(role).unwrap_or(Role::Unspecified),
             community,
             grid,
         ),
     };
-    Caller { account_id, role, community_id, grid_id }
+    Caller {
+        account_id,
+        role,
+        community_id,
+        grid_id,
+    }
 }
 
 fn command(c: Cmd) -> Command {
     match c {
         Cmd::Message => Command::Message,
-        Cmd::Transfer { worker, grid, community, reason } => Command::Transfer {
-            to: TransferTarget { worker_id: worker % 16, grid_id: grid % 256, community_id: community % 16 },
+        Cmd::Transfer {
+            worker,
+            grid,
+            community,
+            reason,
+        } => Command::Transfer {
+            to: TransferTarget {
+                worker_id: worker % 16,
+                grid_id: grid % 256,
+                community_id: community % 16,
+            },
             reason,
         },
         Cmd::Escalate { target, unit, note } => Command::Escalate {
@@ -95,7 +135,11 @@ fn command(c: Cmd) -> Command {
         Cmd::Resolve(summary) => Command::Resolve { summary },
         Cmd::Close => Command::Close,
         Cmd::Withdraw(reason) => Command::Withdraw { reason },
-        Cmd::Rate { level, comment, by_phone } => Command::Rate {
+        Cmd::Rate {
+            level,
+            comment,
+            by_phone,
+        } => Command::Rate {
             level: RatingLevel::try_from(level).unwrap_or(RatingLevel::Unspecified),
             comment,
             by_phone,
@@ -134,7 +178,10 @@ fuzz_target!(|run: Run| {
     p.set_channel(Channel::Online);
     if run.filed {
         p.set_channel(Channel::Phone);
-        p.filed_by = Some(FiledBy { staff_id: 13, channel: Channel::Phone.into() });
+        p.filed_by = Some(FiledBy {
+            staff_id: 13,
+            channel: Channel::Phone.into(),
+        });
     }
     let mut now = 10_000i64;
     for (who, cmd, step) in run.steps.into_iter().take(64) {
@@ -168,8 +215,15 @@ fuzz_target!(|run: Run| {
         }
         if !is_open(before.state()) {
             // Only the resident's reopening (or nothing) follows Closed; nothing follows Withdrawn.
-            assert_eq!(before.state(), PetitionState::Closed, "{cmd:?} after withdrawal");
-            assert!(matches!(cmd, Command::Reopen { .. }), "{cmd:?} on a closed petition");
+            assert_eq!(
+                before.state(),
+                PetitionState::Closed,
+                "{cmd:?} after withdrawal"
+            );
+            assert!(
+                matches!(cmd, Command::Reopen { .. }),
+                "{cmd:?} on a closed petition"
+            );
         }
         p = q;
     }

@@ -630,8 +630,11 @@ async fn bystander_latency_under_attack() {
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut attack = Vec::new();
+    // ATTACK=slowloris|flood|big picks one kind (default: all at once).
+    let only = std::env::var("ATTACK").unwrap_or_default();
+    let wants = |kind: &str| only.is_empty() || only == kind;
     // 1,000 slowloris connections, replaced as the server drops them.
-    for _ in 0..1000 {
+    for _ in 0..if wants("slowloris") { 1000 } else { 0 } {
         let stop = stop.clone();
         let addr = server.addr;
         attack.push(tokio::spawn(async move {
@@ -653,13 +656,26 @@ async fn bystander_latency_under_attack() {
             }
         }));
     }
-    // Two flooders, reconnecting whenever they are closed; one sender of oversized frames.
+    // Two flooders, reconnecting with their token whenever they are closed; one sender of
+    // oversized frames.
     for login in ["worker-01-1a", "worker-02-1a"] {
+        if !wants("flood") {
+            break;
+        }
         let stop = stop.clone();
         let url = server.url.clone();
+        let token = connect(&url, Wire::Binary)
+            .await
+            .sign_in(login, PW)
+            .await
+            .map(|s| s.token)
+            .unwrap_or_default();
         attack.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let c = sign_in(&url, login, Wire::Binary).await;
+                let c = connect(&url, Wire::Binary).await;
+                if c.authenticate(token.clone()).await.is_err() {
+                    continue;
+                }
                 while !c.is_closed() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let burst = (0..50).map(|_| c.ping());
                     let _ = futures_util::future::join_all(burst).await;
@@ -667,7 +683,7 @@ async fn bystander_latency_under_attack() {
             }
         }));
     }
-    {
+    if wants("big") {
         let stop = stop.clone();
         let url = server.url.clone();
         attack.push(tokio::spawn(async move {
@@ -689,7 +705,12 @@ async fn bystander_latency_under_attack() {
         let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
     }
     eprintln!(
-        "bystanders: p50 {base_p50:?} / p99 {base_p99:?} alone; p50 {hit_p50:?} / p99 {hit_p99:?} under attack ({:+.1}% p99)",
+        "bystanders ({}): p50 {base_p50:?} / p99 {base_p99:?} alone; p50 {hit_p50:?} / p99 {hit_p99:?} under attack ({:+.1}% p99)",
+        if only.is_empty() {
+            "all attacks"
+        } else {
+            only.as_str()
+        },
         (hit_p99.as_secs_f64() / base_p99.as_secs_f64() - 1.0) * 100.0
     );
     server.stop().await;

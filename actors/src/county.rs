@@ -53,6 +53,9 @@ pub struct DomainSettings {
     pub board: BoardSettings,
     /// How workers are appraised (docs/appraisal.md).
     pub appraisal: AppraisalConfig,
+    /// Petitions a resident may raise themselves in any 24 hours (0: no limit); petitions staff
+    /// file for them do not count.
+    pub max_petitions_per_day: u32,
 }
 
 /// Settings of the response boards.
@@ -84,6 +87,7 @@ impl Default for DomainSettings {
             petition_idle: Some(Duration::from_secs(30)),
             board: BoardSettings::default(),
             appraisal: AppraisalConfig::default(),
+            max_petitions_per_day: 0,
         }
     }
 }

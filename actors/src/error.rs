@@ -29,6 +29,9 @@ pub enum DomainError {
     /// An actor could not be reached (stopping, restarting); retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The caller went over a rate limit (e.g. petitions per resident per day); retry later.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
 }
 
 impl DomainError {
@@ -42,6 +45,7 @@ impl DomainError {
             DomainError::Conflict(_) => ErrorCode::Conflict,
             DomainError::Storage(StoreError::Conflict(_)) => ErrorCode::Conflict,
             DomainError::Storage(_) | DomainError::Unavailable(_) => ErrorCode::Unavailable,
+            DomainError::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 

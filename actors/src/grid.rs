@@ -378,6 +378,29 @@ fn title_of(title: &str, text: &str) -> String {
     }
 }
 
+/// Refuses a resident's own petition when they raised `max` in the last 24 hours. Submissions to
+/// a grid run one at a time in its actor, and a resident's own petitions all start in their grid,
+/// so the count cannot be raced past.
+fn check_daily_petitions(
+    store: &lianxin_storage::Store,
+    resident_id: u64,
+    max: u32,
+    now_ms: i64,
+) -> DomainResult<()> {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let since = now_ms.saturating_sub(DAY_MS);
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let recent = store.petitions_of(resident_id, 0, limit, |p| {
+        p.resident_id == resident_id && p.filed_by.is_none() && p.created_at_ms > since
+    })?;
+    if recent.len() >= limit {
+        return Err(DomainError::RateLimited(format!(
+            "at most {max} petitions in 24 hours; try again later"
+        )));
+    }
+    Ok(())
+}
+
 async fn submit(
     state: &mut GridActorState,
     who: &CallerInfo,
@@ -415,6 +438,14 @@ async fn submit(
         return Err(DomainError::InvalidArgument(
             "client_msg_id is longer than 128 bytes".into(),
         ));
+    }
+    if new.filed_by.is_none() && settings.max_petitions_per_day > 0 {
+        check_daily_petitions(
+            store,
+            new.resident.id,
+            settings.max_petitions_per_day,
+            county.clock().now_ms(),
+        )?;
     }
     let assignee = if new.worker_id != 0 {
         if !state.workers.contains_key(&new.worker_id) {

@@ -57,6 +57,30 @@ pub struct Registration {
     pub signals: Arc<SessionSignals>,
 }
 
+/// A new session's slot in the hub and the session's end of it.
+fn new_session(
+    next_id: &AtomicU64,
+    account_id: u64,
+    capacity: usize,
+) -> (SessionSlot, Registration) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let signals = Arc::new(SessionSignals::default());
+    (
+        SessionSlot {
+            id,
+            tx,
+            signals: signals.clone(),
+        },
+        Registration {
+            id,
+            account_id,
+            rx,
+            signals,
+        },
+    )
+}
+
 /// Registry of live sessions by account.
 #[derive(Debug, Default)]
 pub struct Hub {
@@ -76,24 +100,34 @@ impl Hub {
 
     /// Registers a session of `account_id` with a queue of `capacity` pushes.
     pub fn register(&self, account_id: u64, capacity: usize) -> Registration {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let signals = Arc::new(SessionSignals::default());
-        self.sessions
-            .entry(account_id)
-            .or_default()
-            .push(SessionSlot {
-                id,
-                tx,
-                signals: signals.clone(),
-            });
+        let (slot, registration) = new_session(&self.next_id, account_id, capacity);
+        self.sessions.entry(account_id).or_default().push(slot);
         self.count.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("lianxin_sessions").increment(1.0);
-        Registration {
-            id,
-            account_id,
-            rx,
-            signals,
+        registration
+    }
+
+    /// Registers a session of `account_id` unless it has `max` already (checked and added
+    /// atomically); None when it has.
+    pub fn register_at_most(
+        &self,
+        account_id: u64,
+        capacity: usize,
+        max: usize,
+    ) -> Option<Registration> {
+        {
+            let mut slots = self.sessions.entry(account_id).or_default();
+            if slots.len() >= max {
+                drop(slots);
+                self.sessions
+                    .remove_if(&account_id, |_, slots| slots.is_empty());
+                return None;
+            }
+            let (slot, registration) = new_session(&self.next_id, account_id, capacity);
+            slots.push(slot);
+            self.count.fetch_add(1, Ordering::Relaxed);
+            metrics::gauge!("lianxin_sessions").increment(1.0);
+            Some(registration)
         }
     }
 

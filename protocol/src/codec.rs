@@ -161,6 +161,12 @@ pub fn encode_json<M: Serialize>(message: &M) -> String {
     serde_json::to_string(message).unwrap_or_else(|_| String::from("{}"))
 }
 
+/// Encodes a message as proto3 JSON, or says why it cannot be: an enum field holding a number
+/// that has no name (binary frames may carry such numbers; the JSON mapping cannot).
+pub fn try_encode_json<M: Serialize>(message: &M) -> Result<String, serde_json::Error> {
+    serde_json::to_string(message)
+}
+
 /// Encodes a message in the given wire form.
 pub fn encode<M: Message + Serialize>(message: &M, wire: Wire) -> Encoded {
     match wire {
@@ -238,6 +244,21 @@ mod tests {
         let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let err = decode_json::<ClientFrame>(&text, usize::MAX).err();
         assert!(matches!(err, Some(DecodeError::Json(_))));
+    }
+
+    #[test]
+    fn enum_numbers_without_a_name_decode_in_binary_but_have_no_json_form() {
+        use crate::v1::WatchBoard;
+        let frame = ClientFrame {
+            id: 3,
+            request: Some(Request::WatchBoard(WatchBoard {
+                range: 105,
+                ..Default::default()
+            })),
+        };
+        let back: ClientFrame = decode_binary(&encode_binary(&frame), 1024).unwrap_or_default();
+        assert_eq!(back, frame);
+        assert!(try_encode_json(&frame).is_err());
     }
 
     proptest! {

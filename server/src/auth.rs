@@ -10,6 +10,8 @@ use lianxin_storage::{AccountRecord, SessionRecord, Store, StoreError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::limits::SignInLimiter;
+
 /// Why a sign-in or token check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -28,6 +30,10 @@ pub enum AuthError {
     /// The hashing task failed.
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// Too many failed sign-ins for this account or from this address, or too many
+    /// connections of this account; nothing was checked.
+    #[error("rate limited: {0}")]
+    RateLimited(&'static str),
 }
 
 /// A fresh session: the token to give the client once, and its record.
@@ -208,7 +214,21 @@ fn dummy_hash() -> &'static str {
     DUMMY_HASH.get_or_init(|| hash_password("lianxin-dummy-password").unwrap_or_default())
 }
 
-/// Signs in with login and password and stores a new session.
+/// Where a sign-in comes from, and the limits it is checked against before its password is
+/// hashed.
+#[derive(Clone, Copy)]
+pub struct SignInGate<'a> {
+    /// The failed-attempt limits.
+    pub limiter: &'a SignInLimiter,
+    /// The client's address.
+    pub ip: std::net::IpAddr,
+    /// Refuses the account before hashing (e.g. it has too many connections already).
+    pub admit: &'a (dyn Fn(&AccountRecord) -> Result<(), AuthError> + Sync),
+}
+
+/// Signs in with login and password and stores a new session. The attempt is counted against
+/// the account's and the address's limits before the password is hashed; a correct password
+/// gives it back.
 pub async fn sign_in(
     store: &Store,
     login: &str,
@@ -216,8 +236,18 @@ pub async fn sign_in(
     device: &str,
     now_ms: i64,
     ttl_ms: i64,
+    gate: SignInGate<'_>,
 ) -> Result<(AccountRecord, NewSession), AuthError> {
     let account = store.account_by_login(login)?;
+    if let Some(a) = &account {
+        (gate.admit)(a)?;
+    }
+    let attempt = gate
+        .limiter
+        .begin(account.as_ref().map(|a| a.id), gate.ip, now_ms)
+        .ok_or(AuthError::RateLimited(
+            "too many failed sign-ins for this account or from this address; try again later",
+        ))?;
     let phc = account
         .as_ref()
         .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
@@ -225,6 +255,7 @@ pub async fn sign_in(
     let ok = verify_password_pooled(password, phc).await?;
     match account {
         Some(account) if ok && !account.disabled => {
+            gate.limiter.succeeded(attempt, now_ms);
             let session = start_session(store, account.id, device, now_ms, ttl_ms)?;
             Ok((account, session))
         }
@@ -343,7 +374,7 @@ pub async fn register(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -398,6 +429,47 @@ mod tests {
             pool().areas.lock().len() <= HASHERS,
             "never more work areas than hashers"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sign_in_over_the_limit_is_refused_before_its_password_is_hashed() {
+        let store = Store::temporary().unwrap();
+        store
+            .create_account(&AccountRecord {
+                id: 7,
+                login: "w".into(),
+                role: Role::Worker as i32,
+                password_hash: hash_password("right-password").unwrap(),
+                ..Default::default()
+            })
+            .unwrap();
+        let limits = crate::config::Limits {
+            sign_in_failures_per_account: 1,
+            ..Default::default()
+        };
+        let limiter = SignInLimiter::new(&limits);
+        let admit = |_: &AccountRecord| Ok(());
+        let gate = SignInGate {
+            limiter: &limiter,
+            ip: "10.0.0.1".parse().unwrap(),
+            admit: &admit,
+        };
+        let wrong = sign_in(&store, "w", "wrong-password", "d", 0, 1_000, gate).await;
+        assert!(matches!(wrong, Err(AuthError::BadCredentials)));
+        // With every hasher busy, an attempt that went on to hashing would wait for ever.
+        let busy = pool()
+            .permits
+            .acquire_many(u32::try_from(HASHERS).unwrap())
+            .await
+            .unwrap();
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            sign_in(&store, "w", "right-password", "d", 0, 1_000, gate),
+        )
+        .await
+        .expect("refused without waiting for a hasher");
+        assert!(matches!(refused, Err(AuthError::RateLimited(_))));
+        drop(busy);
     }
 
     #[test]

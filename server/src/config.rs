@@ -50,6 +50,21 @@ pub struct Config {
     pub media: MediaConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Browser origins (`scheme://host[:port]`) allowed to open `/ws` besides the server's own;
+    /// requests without an `Origin` header (apps, scripts) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// TLS; off unless both paths are set.
+    pub tls: TlsConfig,
+}
+
+/// TLS settings (rustls, TLS 1.2 and 1.3 only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_path: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
 }
 
 /// Limits on clients.
@@ -76,6 +91,27 @@ pub struct Limits {
     pub send_timeout_secs: u64,
     /// Seconds a request may wait for the domain actors.
     pub call_timeout_secs: u64,
+    /// Seconds a new TCP connection has to finish its TLS handshake and send its whole HTTP
+    /// request head (the WebSocket upgrade); slower ones are dropped.
+    pub handshake_timeout_secs: u64,
+    /// Requests per second one connection may make on average (token bucket refill rate).
+    pub requests_per_sec: u32,
+    /// Requests one connection may make in a burst (token bucket size).
+    pub request_burst: u32,
+    /// Requests refused for rate in a row (no second without a refusal between them) after
+    /// which the connection is closed with 4009 (0: never close).
+    pub flood_close_after: u32,
+    /// Connections one account may have signed in at once (0: no limit).
+    pub max_connections_per_account: u32,
+    /// Failed sign-ins per account allowed in `sign_in_window_secs` (0: no limit).
+    pub sign_in_failures_per_account: u32,
+    /// Failed sign-ins plus registrations per source address allowed in `sign_in_window_secs`
+    /// (0: no limit).
+    pub sign_in_failures_per_address: u32,
+    /// The window of the sign-in limits, in seconds; allowance comes back evenly over it.
+    pub sign_in_window_secs: u64,
+    /// Petitions a resident may raise themselves in any 24 hours (0: no limit).
+    pub max_petitions_per_day: u32,
 }
 
 /// Settings of the live response boards (see docs/metrics.md).
@@ -169,6 +205,8 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             media: MediaConfig::default(),
             log: LogConfig::default(),
+            allowed_origins: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -186,6 +224,15 @@ impl Default for Limits {
             idle_timeout_secs: 90,
             send_timeout_secs: 10,
             call_timeout_secs: 10,
+            handshake_timeout_secs: 10,
+            requests_per_sec: 50,
+            request_burst: 100,
+            flood_close_after: 200,
+            max_connections_per_account: 16,
+            sign_in_failures_per_account: 10,
+            sign_in_failures_per_address: 30,
+            sign_in_window_secs: 900,
+            max_petitions_per_day: 20,
         }
     }
 }

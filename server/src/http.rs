@@ -61,6 +61,10 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let app = state.app;
+    if !crate::transport::origin_allowed(&headers, &app.config.allowed_origins) {
+        tracing::info!(%peer, origin = ?headers.get(header::ORIGIN), "refused a foreign origin");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
     let mut pre = None;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let token = value
@@ -71,6 +75,17 @@ async fn ws(
         let now = app.county.clock().now_ms();
         match auth::authenticate(app.county.store(), token, now) {
             Ok((account, token_hash, session)) => {
+                let max = app.config.limits.max_connections_per_account;
+                if max > 0
+                    && app.county.hub().sessions_of(account.id)
+                        >= usize::try_from(max).unwrap_or(usize::MAX)
+                {
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many connections for this account\n",
+                    )
+                        .into_response();
+                }
                 pre = Some(PreAuth {
                     account,
                     token_hash,

@@ -190,7 +190,14 @@ fn parse_role(s: &str) -> anyhow::Result<Role> {
 }
 
 fn init_logs(filter: &str, json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    // The WebSocket library's trace lines print whole frames, passwords and tokens included:
+    // never below debug for it, whatever RUST_LOG asks (docs/security.md).
+    for directive in ["tungstenite=debug", "tokio_tungstenite=debug"] {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

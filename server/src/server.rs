@@ -3,7 +3,6 @@
 //! future resolves, then closes every session, stops the actors and flushes storage.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::seed;
 use crate::session::AppState;
+use crate::transport::{self, Transport};
 use crate::webhook;
 
 /// Why the server could not start or stopped badly.
@@ -36,6 +36,9 @@ pub enum ServerError {
     /// Seeding the demo county failed.
     #[error("seeding the demo county: {0}")]
     Seed(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
 }
 
 /// A started server, ready to serve a listener.
@@ -52,6 +55,8 @@ pub struct Server {
     webhook: Option<tokio::task::JoinHandle<()>>,
     /// The periodic collection of unreferenced and abandoned uploads, unless turned off.
     collector: Option<tokio::task::JoinHandle<()>>,
+    /// TLS, when configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -61,6 +66,8 @@ impl Server {
         clock: SharedClock,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Server, ServerError> {
+        // A bad certificate is found before storage is opened.
+        let tls = crate::transport::tls_acceptor(&config.tls)?;
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.cache_capacity = config.cache_capacity_mb.saturating_mul(1024 * 1024);
         store_config.node_id = config.node_id;
@@ -85,6 +92,7 @@ impl Server {
                 interval: Duration::from_millis(config.board.interval_ms.max(10)),
             },
             appraisal: config.appraisal.clone(),
+            max_petitions_per_day: config.limits.max_petitions_per_day,
         };
         let county = County::start(store, clock, settings).await?;
         let webhook = webhook::spawn(&county, config.webhook.clone());
@@ -96,6 +104,7 @@ impl Server {
             seeded,
             webhook,
             collector,
+            tls,
         })
     }
 
@@ -117,6 +126,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx_loop = stop_rx.clone();
         let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
         let state = HttpState {
             app: AppState {
@@ -124,39 +134,35 @@ impl Server {
                 config: self.config.clone(),
                 shutdown: stop_rx,
                 alive,
+                sign_ins: Arc::new(crate::limits::SignInLimiter::new(&self.config.limits)),
             },
             metrics: self.metrics.clone(),
         };
         let router = http::router(state);
         let local = listener.local_addr()?;
-        tracing::info!(address = %local, "listening");
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        // Small frames must not wait for Nagle's algorithm (it adds ~40 ms to deliveries).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(
+        tracing::info!(address = %local, tls = self.tls.is_some(), "listening");
+        let transport = Transport {
+            tls: self.tls.clone(),
+            handshake_timeout: Duration::from_secs(
+                self.config.limits.handshake_timeout_secs.max(1),
+            ),
+        };
+        let accept = tokio::spawn(transport::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing sessions");
-            let _ = stop_tx.send(true);
-            let _ = done_tx.send(());
-        });
-        let server = tokio::spawn(async move { serve.await });
-        let _ = done_rx.await;
+            router,
+            transport,
+            stop_rx_loop,
+            Duration::from_secs(10),
+        ));
+        shutdown.await;
+        tracing::info!("shutting down: closing sessions");
+        let _ = stop_tx.send(true);
         // Sessions close on the shutdown signal; give them a bounded time to say goodbye.
         let drained = async {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
-                Err(e) => tracing::warn!(error = %e, "server task failed"),
+            if let Err(e) = accept.await {
+                tracing::warn!(error = %e, "accept loop failed");
             }
-            // Upgraded WebSocket sessions outlive the HTTP server; each holds a sender.
+            // Upgraded WebSocket sessions outlive their HTTP connections; each holds a sender.
             while all_gone.recv().await.is_some() {}
         };
         if tokio::time::timeout(Duration::from_secs(10), drained)

@@ -31,9 +31,13 @@ use tracing::Instrument;
 
 use crate::auth::{self, AuthError, Registration as NewResident};
 use crate::config::Config;
+use crate::limits::{RequestLimit, SignInLimiter, Verdict};
 
 /// Board updates queued for a session before the board waits and resends the whole board.
 const BOARD_QUEUE: usize = 8;
+
+/// The refusal of a sign-in over `limits.max_connections_per_account`.
+const TOO_MANY_CONNECTIONS: &str = "too many connections for this account: close one first";
 
 /// Close codes the server uses (see docs/protocol.md).
 pub mod close {
@@ -51,6 +55,9 @@ pub mod close {
     pub const EXPIRED: u16 = 4004;
     /// The client did not read its frames fast enough.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// A sustained flood of requests over the rate limit, or a connection over the account's
+    /// connection limit.
+    pub const RATE_LIMITED: u16 = 4009;
     /// A frame or message larger than twice the frame limit.
     pub const TOO_BIG: u16 = 1009;
     /// The client broke the WebSocket protocol (e.g. invalid UTF-8 in a text frame).
@@ -87,6 +94,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Held by every running session; the server waits until all are dropped.
     pub alive: tokio::sync::mpsc::Sender<()>,
+    /// Failed sign-ins per account and per address.
+    pub sign_ins: Arc<SignInLimiter>,
 }
 
 /// An authenticated connection's identity.
@@ -129,6 +138,12 @@ struct Session {
     catching_up: bool,
     /// Updates of the watched board, once WatchBoard was asked.
     board: Option<tokio::sync::mpsc::Receiver<BoardUpdate>>,
+    /// The client's address.
+    peer: std::net::SocketAddr,
+    /// When the connection opened (the request limit's time scale).
+    opened: tokio::time::Instant,
+    /// The request rate limit.
+    requests: RequestLimit,
 }
 
 /// Account already signed in by the `Authorization` header.
@@ -146,6 +161,7 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
     let span = tracing::info_span!("connection", %peer, account = tracing::field::Empty);
     async move {
         metrics::gauge!("lianxin_connections").increment(1.0);
+        let requests = RequestLimit::new(&app.config.limits, 0);
         let mut session = Session {
             app,
             ws,
@@ -156,11 +172,25 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
             ending: None,
             catching_up: false,
             board: None,
+            peer,
+            opened: tokio::time::Instant::now(),
+            requests,
         };
-        if let Some(pre) = pre {
-            session.sign_in_as(pre.account, pre.token_hash, pre.expires_at_ms);
+        let mut ending = None;
+        if let Some(pre) = pre
+            && session
+                .sign_in_as(pre.account, pre.token_hash, pre.expires_at_ms)
+                .is_err()
+        {
+            ending = Some(Some(Ending {
+                code: close::RATE_LIMITED,
+                reason: "too many connections for this account",
+            }));
         }
-        let ending = session.serve().await;
+        let ending = match ending {
+            Some(e) => e,
+            None => session.serve().await,
+        };
         session.finish(ending).await;
         drop(session);
         metrics::gauge!("lianxin_connections").decrement(1.0);
@@ -178,13 +208,28 @@ impl Session {
         &self.app.config.limits
     }
 
-    fn sign_in_as(&mut self, account: AccountRecord, token_hash: [u8; 32], expires_at_ms: i64) {
+    /// The most connections an account may have signed in at once.
+    fn max_connections(&self) -> usize {
+        match self.limits().max_connections_per_account {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn sign_in_as(
+        &mut self,
+        account: AccountRecord,
+        token_hash: [u8; 32],
+        expires_at_ms: i64,
+    ) -> Result<(), Refusal> {
+        let Some(registration) = self.app.county.hub().register_at_most(
+            account.id,
+            self.limits().outbound_queue,
+            self.max_connections(),
+        ) else {
+            return Err(Refusal::new(ErrorCode::RateLimited, TOO_MANY_CONNECTIONS));
+        };
         tracing::Span::current().record("account", account.id);
-        let registration = self
-            .app
-            .county
-            .hub()
-            .register(account.id, self.limits().outbound_queue);
         self.app.county.device_presence(&account, true);
         self.authed = Some(Authed {
             caller: caller_of(&account),
@@ -193,6 +238,7 @@ impl Session {
             expires_at_ms,
             registration,
         });
+        Ok(())
     }
 
     async fn finish(&mut self, ending: Option<Ending>) {
@@ -213,7 +259,19 @@ impl Session {
                 reason: Utf8Bytes::from_static(e.reason),
             };
             let send = self.ws.send(Message::Close(Some(frame)));
-            let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), send).await {
+                // The close handshake: frames the client sent before it read our close are read
+                // and dropped until its close reply. Closing the socket with them unread would
+                // reset the connection, and the client could lose our close frame (its code).
+                let handshake = async {
+                    while let Some(Ok(m)) = self.ws.next().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
+            }
         }
     }
 
@@ -298,9 +356,26 @@ impl Session {
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame, wire: Wire) -> Result<(), Option<Ending>> {
-        let msg = match codec::encode(frame, wire) {
-            codec::Encoded::Binary(b) => Message::Binary(b),
-            codec::Encoded::Text(t) => Message::Text(t.into()),
+        let msg = match wire {
+            Wire::Binary => Message::Binary(codec::encode_binary(frame)),
+            Wire::Json => match codec::try_encode_json(frame) {
+                Ok(text) => Message::Text(text.into()),
+                Err(e) => {
+                    // An enum number without a name (found by fuzzing): the client still gets an
+                    // answer with its request's id, never an empty object.
+                    tracing::error!(error = %e, "a frame has no JSON form");
+                    let id = match &frame.frame {
+                        Some(server_frame::Frame::Reply(r)) => r.id,
+                        _ => return Ok(()),
+                    };
+                    let fallback = reply::error(
+                        id,
+                        ErrorCode::Internal,
+                        "the reply cannot be expressed in JSON; use binary frames",
+                    );
+                    Message::Text(codec::encode_json(&fallback).into())
+                }
+            },
         };
         self.send(msg).await
     }
@@ -315,6 +390,27 @@ impl Session {
         self.event_wire.get_or_insert(wire);
         metrics::counter!("lianxin_frames_in_total").increment(1);
         let limit = self.limits().max_frame_bytes;
+        let now = i64::try_from(self.opened.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let verdict = self.requests.check(now);
+        if verdict != Verdict::Allow {
+            metrics::counter!("lianxin_rate_limited_total").increment(1);
+            // The id is read so that the client can match the refusal to its request.
+            let id = codec::decode::<ClientFrame>(&payload, wire, limit).map_or(0, |f| f.id);
+            let reply = reply::error(
+                id,
+                ErrorCode::RateLimited,
+                "too many requests on this connection: slow down",
+            );
+            self.send_frame(&reply, wire).await?;
+            if verdict == Verdict::Close {
+                tracing::info!("closing a connection that floods requests");
+                return Err(Some(Ending {
+                    code: close::RATE_LIMITED,
+                    reason: "too many requests",
+                }));
+            }
+            return Ok(());
+        }
         let reply = match codec::decode::<ClientFrame>(&payload, wire, limit) {
             Ok(frame) => self.on_request(frame).await,
             Err(e) => {
@@ -395,6 +491,21 @@ impl Session {
             })),
             Request::SignIn(s) => {
                 self.not_yet_signed_in()?;
+                let sign_ins = self.app.sign_ins.clone();
+                let max = self.max_connections();
+                let hub_county = county.clone();
+                let admit = move |a: &AccountRecord| {
+                    if hub_county.hub().sessions_of(a.id) >= max {
+                        Err(AuthError::RateLimited(TOO_MANY_CONNECTIONS))
+                    } else {
+                        Ok(())
+                    }
+                };
+                let gate = auth::SignInGate {
+                    limiter: &sign_ins,
+                    ip: self.peer.ip(),
+                    admit: &admit,
+                };
                 let (account, session) = auth::sign_in(
                     county.store(),
                     &s.login,
@@ -402,6 +513,7 @@ impl Session {
                     &s.device,
                     now,
                     ttl_ms,
+                    gate,
                 )
                 .await?;
                 let reply = SignedIn {
@@ -409,11 +521,26 @@ impl Session {
                     expires_at_ms: session.record.expires_at_ms,
                     account: Some(account.public()),
                 };
-                self.sign_in_as(account, session.token_hash, session.record.expires_at_ms);
+                if let Err(refusal) =
+                    self.sign_in_as(account, session.token_hash, session.record.expires_at_ms)
+                {
+                    // Another connection took the last place meanwhile: the token dies unused.
+                    county
+                        .store()
+                        .delete_session(&session.token_hash)
+                        .map_err(DomainError::from)?;
+                    return Err(refusal);
+                }
                 Ok(R::SignedIn(reply))
             }
             Request::Register(r) => {
                 self.not_yet_signed_in()?;
+                if !self.app.sign_ins.register(self.peer.ip(), now) {
+                    return Err(Refusal::new(
+                        ErrorCode::RateLimited,
+                        "too many registrations from this address; try again later",
+                    ));
+                }
                 let account = auth::register(
                     county.store(),
                     NewResident {
@@ -433,7 +560,7 @@ impl Session {
                     expires_at_ms: session.record.expires_at_ms,
                     account: Some(account.public()),
                 };
-                self.sign_in_as(account, session.token_hash, session.record.expires_at_ms);
+                self.sign_in_as(account, session.token_hash, session.record.expires_at_ms)?;
                 Ok(R::SignedIn(reply))
             }
             Request::Authenticate(a) => {
@@ -444,7 +571,7 @@ impl Session {
                     expires_at_ms: session.expires_at_ms,
                     account: Some(account.public()),
                 };
-                self.sign_in_as(account, hash, session.expires_at_ms);
+                self.sign_in_as(account, hash, session.expires_at_ms)?;
                 Ok(R::SignedIn(reply))
             }
             Request::LookupAddress(l) => Ok(R::Grid(county.lookup_address(&l.address).await?)),
@@ -855,6 +982,7 @@ impl From<AuthError> for Refusal {
             AuthError::LoginTaken(_) => ErrorCode::Conflict,
             AuthError::Store(_) => ErrorCode::Unavailable,
             AuthError::Hash(_) => ErrorCode::Internal,
+            AuthError::RateLimited(_) => ErrorCode::RateLimited,
         };
         Refusal {
             code,

@@ -230,6 +230,9 @@ impl ChildServer {
             .arg(dir)
             .args(["--listen", listen])
             .env("RUST_LOG", "warn,lianxin=info")
+            // Durability tests stream requests as fast as the server acknowledges them.
+            .env("LIANXIN_LIMITS__REQUESTS_PER_SEC", "1000000")
+            .env("LIANXIN_LIMITS__REQUEST_BURST", "1000000")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,306 @@
+//! The accept loop on the listening port: optional TLS (rustls, TLS 1.2 and 1.3 only), a
+//! handshake deadline, HTTP/1.1 with upgrades, and the `Origin` check of WebSocket upgrades.
+//!
+//! A new TCP connection has `limits.handshake_timeout_secs` to finish its TLS handshake and send
+//! its whole HTTP request head (for `/ws`: the upgrade request); a connection that dribbles or
+//! sends nothing is dropped then, so a slowloris holds nothing for long. Each connection carries
+//! one request (no keep-alive), so no connection can idle between requests either.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tower::ServiceExt;
+
+use crate::config::TlsConfig;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Only one of the two paths is set.
+    #[error("tls: set both tls.cert_path and tls.key_path, or neither")]
+    Incomplete,
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("tls: reading {path}: {reason}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the certificate or key.
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Builds the TLS acceptor the configuration asks for (None: plain TCP).
+pub fn tls_acceptor(config: &TlsConfig) -> Result<Option<TlsAcceptor>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_path, key_path) = match (&config.cert_path, &config.key_path) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => return Err(TlsError::Incomplete),
+    };
+    let pem_error = |path: &Path, reason: String| TlsError::Pem {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| pem_error(cert_path, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(cert_path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_error(cert_path, "no certificate in the file".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key_path).map_err(|e| pem_error(key_path, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    // HTTP/1.1 only: WebSocket upgrades travel over it.
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(server))))
+}
+
+/// How the accept loop treats new connections.
+#[derive(Clone)]
+pub struct Transport {
+    /// TLS, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Time for the TLS handshake plus the first request head.
+    pub handshake_timeout: Duration,
+}
+
+/// Accepts connections on `listener` until `stop` turns true, serving `router` on each; then
+/// asks every open HTTP connection to finish (upgraded WebSocket sessions end on their own
+/// signal) and waits for them, at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    transport: Transport,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    // Each connection task holds a clone; the loop waits until all are dropped.
+    let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted: wait a
+                // little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Small frames must not wait for Nagle's algorithm (it adds ~40 ms to deliveries).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let router = router.clone();
+        let transport = transport.clone();
+        let stop = stop.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            connection(tcp, peer, router, transport, stop).await;
+            drop(alive);
+        });
+    }
+    drop(listener);
+    drop(alive);
+    if tokio::time::timeout(drain, async { while all_gone.recv().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections did not finish in time");
+    }
+}
+
+/// Serves one TCP connection: TLS first if configured, then HTTP/1.1.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    transport: Transport,
+    stop: watch::Receiver<bool>,
+) {
+    let deadline = tokio::time::Instant::now() + transport.handshake_timeout;
+    match &transport.tls {
+        None => http(tcp, peer, router, deadline, stop).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => http(tls, peer, router, deadline, stop).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+    }
+}
+
+/// HTTP/1.1 with upgrades on an established stream, for one request whose head must have
+/// arrived by `deadline`.
+async fn http<S>(
+    io: S,
+    peer: SocketAddr,
+    router: Router,
+    deadline: tokio::time::Instant,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let head_read = Arc::new(AtomicBool::new(false));
+    let seen = head_read.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        seen.store(true, Ordering::Release);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let response = router.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let mut response = response.await?;
+            // One request per connection: nothing may idle between requests. (An upgrade keeps
+            // its own `Connection: upgrade`.)
+            if response.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .max_buf_size(64 * 1024);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline), if !head_read.load(Ordering::Acquire) => {
+                tracing::debug!(%peer, "no request head within the handshake deadline: dropped");
+                return;
+            }
+            changed = stop.changed(), if !stopping => {
+                stopping = true;
+                if changed.is_err() || *stop.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Whether a WebSocket upgrade's `Origin` may open a session: no `Origin` (not a browser), the
+/// server's own origin (same host and port as the `Host` header), or one of `allowed` (compared
+/// without case, ignoring a trailing slash).
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    // Same origin: the authority after the scheme equals the Host the browser connected to.
+    let authority = match origin.split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        _ => return false, // "null", file://, or garbage
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let default_port = |s: &str| {
+        if origin.starts_with("https://") {
+            s.strip_suffix(":443").unwrap_or(s).to_owned()
+        } else {
+            s.strip_suffix(":80").unwrap_or(s).to_owned()
+        }
+    };
+    default_port(authority).eq_ignore_ascii_case(&default_port(host.trim()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins_without_header_same_host_or_listed_are_allowed() {
+        let allowed = vec!["https://app.example.cn".to_owned()];
+        assert!(origin_allowed(&headers(None, "x:1"), &allowed));
+        assert!(origin_allowed(
+            &headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://Lianxin.example.cn"), "lianxin.example.cn:443"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://app.example.cn/"), "lianxin.example.cn"),
+            &allowed
+        ));
+    }
+
+    #[test]
+    fn foreign_null_and_other_port_origins_are_refused() {
+        let allowed = vec!["https://app.example.cn".to_owned()];
+        for o in [
+            "https://evil.example",
+            "null",
+            "http://127.0.0.1:9999",
+            "https://127.0.0.1:8080.evil.example",
+            "file://",
+            "http://app.example.cn",
+        ] {
+            assert!(
+                !origin_allowed(&headers(Some(o), "127.0.0.1:8080"), &allowed),
+                "{o}"
+            );
+        }
+    }
+}

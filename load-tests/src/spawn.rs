@@ -25,6 +25,17 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The limits lifted on every server this tool starts (`LIANXIN_*` environment, which the
+/// scenario's own setup may override): the load generator reuses accounts over many connections
+/// and sends as fast as its scenario asks, which the per-connection, per-account and per-day
+/// protections against hostile clients would refuse.
+pub const LOAD_LIMITS: [(&str, &str); 4] = [
+    ("LIANXIN_LIMITS__REQUESTS_PER_SEC", "1000000"),
+    ("LIANXIN_LIMITS__REQUEST_BURST", "1000000"),
+    ("LIANXIN_LIMITS__MAX_CONNECTIONS_PER_ACCOUNT", "0"),
+    ("LIANXIN_LIMITS__MAX_PETITIONS_PER_DAY", "0"),
+];
+
 /// What a scenario asks of the server it starts beyond the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerSetup {
@@ -94,6 +105,7 @@ impl Spawned {
             std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
             cmd.arg("--config").arg(&path);
         }
+        cmd.envs(LOAD_LIMITS);
         cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
         let log_path = dir.path().join("process.log");
         let mut spawned = Self::spawn(cmd, Some(dir), log_path, addr).await?;
@@ -124,7 +136,8 @@ impl Spawned {
             .arg(data)
             .arg("--listen")
             .arg(addr.to_string())
-            .env("RUST_LOG", log_filter);
+            .env("RUST_LOG", log_filter)
+            .envs(LOAD_LIMITS);
         if let Some(parent) = data.parent() {
             cmd.current_dir(parent);
         }

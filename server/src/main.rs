@@ -293,12 +293,14 @@ async fn populate(args: PopulateArgs) -> anyhow::Result<()> {
     use lianxin_server::populate::{PopulateOptions, populate};
     // Progress only: the actors' per-petition lines would drown it.
     init_logs("warn,lianxin=info", false);
-    let config = Config {
+    let mut config = Config {
         data_dir: args.data_dir.clone(),
-        // Petitions stay open for a day at most here; no reminders fire while populating.
+        // Idle petition actors stop soon; no reminders fire while populating.
         petition_idle_secs: 5,
         ..Config::default()
     };
+    // A history has residents with many petitions: the per-day limit is for live clients.
+    config.limits.max_petitions_per_day = 0;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = Server::start(config, clock, None)
         .await

@@ -366,7 +366,13 @@ struct World {
 
 impl World {
     async fn start(dir: &std::path::Path) -> World {
-        let server = TestServer::start(dir).await;
+        // One resident raises a fresh petition for every cell: the per-day and per-connection
+        // limits (tested in hostile.rs) are lifted here.
+        let mut config = test_config(dir);
+        config.limits.max_petitions_per_day = 0;
+        config.limits.requests_per_sec = 100_000;
+        config.limits.request_burst = 100_000;
+        let server = TestServer::start_with(config).await;
         let mut clients = BTreeMap::new();
         let mut tokens = BTreeMap::new();
         for (_, login) in PRINCIPALS {

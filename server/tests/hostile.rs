@@ -124,8 +124,8 @@ async fn protobuf_bombs_and_broken_utf8_get_typed_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_one_connection_is_refused_then_closed_and_nobody_else_notices() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
     let limits = Limits::default();
+    let server = TestServer::start_with(config_with(dir.path(), limits.clone())).await;
     let bystander = server.sign_in("resident-01-1b", Wire::Binary).await;
 
     // A burst within the bucket is served in full.

@@ -33,13 +33,18 @@ pub struct TestServer {
 }
 
 pub fn test_config(dir: &Path) -> Config {
-    Config {
+    let mut config = Config {
         data_dir: dir.to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         // Tests drive supervision with a manual clock and `County::supervise_now`.
         supervision_tick_ms: 0,
         ..Config::default()
-    }
+    };
+    // Test clients send as fast as they can; the request rate limit has its own tests
+    // (hostile.rs, which sets its limits explicitly).
+    config.limits.requests_per_sec = 1_000_000;
+    config.limits.request_burst = 1_000_000;
+    config
 }
 
 impl TestServer {

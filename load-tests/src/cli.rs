@@ -40,6 +40,9 @@ pub enum Command {
     /// data folder, and check after each cycle that every acknowledged message and petition is
     /// there exactly once and every feed resumes without gaps.
     Crash(CrashArgs),
+    /// Upload photos of about 1 MiB over HTTP, many at once; measure throughput and the server's
+    /// memory while they run.
+    Uploads(UploadsArgs),
     /// Run the bare relay: plain tokio-tungstenite speaking the scenarios' subset of the protocol.
     Relay(RelayArgs),
 }
@@ -73,6 +76,23 @@ pub struct CommonArgs {
     /// The log filter of the started server (`RUST_LOG`).
     #[arg(long, default_value = "warn")]
     pub server_log: String,
+}
+
+/// `uploads`: photos over HTTP.
+#[derive(Debug, Clone, Args)]
+pub struct UploadsArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Photos to upload (each different).
+    #[arg(long, default_value_t = 100)]
+    pub uploads: u32,
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Size of each photo, in KiB (a JPEG of noise, sized to about this).
+    #[arg(long, default_value_t = 1024)]
+    pub size_kib: u32,
 }
 
 /// `startup`: a large database's start.
@@ -345,6 +365,7 @@ impl Command {
             Command::Soak(_) => "soak",
             Command::Deadlines(_) => "deadlines",
             Command::Startup(_) => "startup",
+            Command::Uploads(_) => "uploads",
             Command::Crash(_) => "crash",
             Command::Relay(_) => "relay",
         }
@@ -359,6 +380,7 @@ impl Command {
             Command::Soak(a) => Some(&a.common),
             Command::Deadlines(a) => Some(&a.common),
             Command::Startup(a) => Some(&a.common),
+            Command::Uploads(a) => Some(&a.common),
             Command::Crash(a) => Some(&a.common),
             Command::Relay(_) => None,
         }

@@ -389,3 +389,24 @@ fn crash_loop_loses_and_repeats_nothing() {
     }
     assert_eq!(report["details"]["cycles"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn uploads_store_every_photo_and_measure_memory() {
+    let report = load(
+        "uploads",
+        &[
+            "uploads",
+            "--uploads",
+            "6",
+            "--concurrency",
+            "3",
+            "--size-kib",
+            "64",
+        ],
+    );
+    assert_report_shape(&report, "uploads", "server");
+    assert_eq!(figure(&report, "uploads_ok"), 6.0);
+    assert_eq!(figure(&report, "errors"), 0.0);
+    assert!(figure(&report, "throughput_mib_per_sec") > 0.0);
+    assert!(figure(&report, "rss_peak_during_bytes") > 0.0);
+}

@@ -147,6 +147,8 @@ pub struct MediaConfig {
     pub unreferenced_ttl_hours: u64,
     /// Seconds between collections of unreferenced and abandoned uploads (0: never).
     pub collect_interval_secs: u64,
+    /// Uploads decoded and stored at once; the others wait, their bytes on disk.
+    pub processing_slots: usize,
 }
 
 impl Default for MediaConfig {
@@ -157,6 +159,7 @@ impl Default for MediaConfig {
             max_voice_secs: 120,
             unreferenced_ttl_hours: 24,
             collect_interval_secs: 3_600,
+            processing_slots: 2,
         }
     }
 }

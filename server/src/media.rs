@@ -105,11 +105,10 @@ pub async fn upload(State(state): State<HttpState>, headers: HeaderMap, body: Bo
     };
     let config = &state.app.config.media;
     let max = config.max_upload_bytes();
-    let limit = usize::try_from(max.saturating_add(1)).unwrap_or(usize::MAX);
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) if (b.len() as u64) <= max => b,
-        Ok(b) => return too_large(b.len() as u64, max),
-        Err(_) => return too_large(max.saturating_add(1), max),
+    // The body goes to a file as it arrives: waiting uploads hold disk, not memory.
+    let incoming = match receive(&state, body, max).await {
+        Ok(file) => file,
+        Err(refusal) => return refusal,
     };
     let claimed = headers
         .get(header::CONTENT_TYPE)
@@ -119,7 +118,17 @@ pub async fn upload(State(state): State<HttpState>, headers: HeaderMap, body: Bo
     let county = state.app.county.clone();
     let store = county.store().clone();
     let now = county.clock().now_ms();
+    let _slot = match state.app.media_slots.clone().acquire_owned().await {
+        Ok(slot) => slot,
+        Err(e) => return unavailable(e),
+    };
     let result = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&incoming.0).map_err(|e| Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: ErrorCode::Unavailable,
+            message: format!("reading the upload: {e}"),
+        })?;
+        drop(incoming);
         store_upload(&store, &bytes, claimed.as_deref(), &limits, account.id, now)
     })
     .await;
@@ -139,6 +148,48 @@ pub async fn upload(State(state): State<HttpState>, headers: HeaderMap, body: Bo
     }
     let body = serde_json::to_string(&attachment).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// An uploaded body on disk (`<media>/incoming/`), deleted when dropped.
+struct Incoming(std::path::PathBuf);
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes a request body to a new file under `<media>/incoming/`, refusing it (and deleting what
+/// was written) as soon as it passes `max` bytes.
+async fn receive(state: &HttpState, body: Body, max: u64) -> Result<Incoming, Response> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let dir = state.app.county.store().media_dir().join("incoming");
+    tokio::fs::create_dir_all(&dir).await.map_err(unavailable)?;
+    let name = format!("{:016x}", rand::random::<u64>());
+    let incoming = Incoming(dir.join(name));
+    let mut file = tokio::fs::File::create(&incoming.0)
+        .await
+        .map_err(unavailable)?;
+    let mut size: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidArgument,
+                format!("reading the body: {e}"),
+            )
+        })?;
+        size = size.saturating_add(chunk.len() as u64);
+        if size > max {
+            return Err(too_large(size, max));
+        }
+        file.write_all(&chunk).await.map_err(unavailable)?;
+    }
+    file.flush().await.map_err(unavailable)?;
+    Ok(incoming)
 }
 
 fn too_large(size: u64, limit: u64) -> Response {

@@ -135,6 +135,9 @@ impl Server {
                 shutdown: stop_rx,
                 alive,
                 sign_ins: Arc::new(crate::limits::SignInLimiter::new(&self.config.limits)),
+                media_slots: Arc::new(tokio::sync::Semaphore::new(
+                    self.config.media.processing_slots.max(1),
+                )),
             },
             metrics: self.metrics.clone(),
         };

@@ -96,6 +96,8 @@ pub struct AppState {
     pub alive: tokio::sync::mpsc::Sender<()>,
     /// Failed sign-ins per account and per address.
     pub sign_ins: Arc<SignInLimiter>,
+    /// Uploads being decoded and stored (`media.processing_slots` at once).
+    pub media_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// An authenticated connection's identity.
@@ -760,6 +762,13 @@ impl Session {
             Ok(MediaKind::Image) => "image/*",
             _ => "audio/*",
         };
+        let _slot = self
+            .app
+            .media_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
         let result = tokio::task::spawn_blocking(move || {
             crate::media::store_upload(
                 &store,

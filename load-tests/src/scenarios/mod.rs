@@ -8,6 +8,7 @@ pub mod soak;
 pub mod startup;
 pub mod steady;
 pub mod storm;
+pub mod uploads;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -166,6 +167,7 @@ pub async fn run_once(
         Command::Soak(a) => soak::run(&ctx, &a.shape()).await,
         Command::Deadlines(a) => deadlines::run(&ctx, a).await,
         Command::Startup(a) => startup::run(&ctx, a).await,
+        Command::Uploads(a) => uploads::run(&ctx, a).await,
         Command::Crash(_) => Err(anyhow::anyhow!("the crash loop runs on its own")),
         Command::Relay(_) => Err(anyhow::anyhow!("the relay is not a scenario")),
     };

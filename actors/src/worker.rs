@@ -70,17 +70,21 @@ impl Actor for WorkerActor {
             WorkerMsg::Connected => state.devices += 1,
             WorkerMsg::Disconnected => state.devices = state.devices.saturating_sub(1),
             WorkerMsg::SetOnDuty { on_duty, reply } => {
-                let mut account = state.account.clone();
-                account.on_duty = on_duty;
+                // Changed in place: other fields (an administrator disabling the account) may
+                // have changed since this actor read the record.
                 let result = state
                     .county
                     .store()
-                    .update_account(&account)
-                    .map_err(Into::into);
-                if result.is_ok() {
-                    state.account = account;
-                    tracing::info!(on_duty, "duty changed");
-                }
+                    .modify_account(state.account.id, |a| a.on_duty = on_duty);
+                let result = match result {
+                    Ok(Some(account)) => {
+                        state.account = account;
+                        tracing::info!(on_duty, "duty changed");
+                        Ok(())
+                    }
+                    Ok(None) => Err(crate::error::DomainError::NotFound("account".into())),
+                    Err(e) => Err(e.into()),
+                };
                 let _ = reply.send(result);
             }
             WorkerMsg::Info(reply) => {

@@ -998,6 +998,20 @@ impl Client {
         expect_result!(self.request(request).await?, Ok, "ok").map(|_| ())
     }
 
+    /// Disables an account (its sessions end, its sign-ins are refused) or enables it again
+    /// (the administrator only).
+    pub async fn set_account_disabled(
+        &self,
+        account_id: u64,
+        disabled: bool,
+    ) -> Result<(), ClientError> {
+        let request = Request::SetAccountDisabled(lianxin_protocol::v1::SetAccountDisabled {
+            account_id,
+            disabled,
+        });
+        expect_result!(self.request(request).await?, Ok, "ok").map(|_| ())
+    }
+
     /// The next update of the watched board; `None` once the connection has ended.
     pub async fn next_board_update(&mut self) -> Option<BoardUpdate> {
         self.boards.recv().await

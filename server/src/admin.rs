@@ -26,6 +26,18 @@ pub enum AdminError {
     Auth(#[from] auth::AuthError),
 }
 
+/// Disables an account (or enables it again); returns the record as stored. Ending its sessions
+/// is the caller's part (storage and live sessions).
+pub fn set_disabled(
+    store: &Store,
+    account_id: u64,
+    disabled: bool,
+) -> Result<AccountRecord, AdminError> {
+    store
+        .modify_account(account_id, |a| a.disabled = disabled)?
+        .ok_or_else(|| AdminError::Invalid(format!("no account {account_id}")))
+}
+
 /// Creates a community; returns it.
 pub fn create_community(store: &Store, name: &str) -> Result<Community, AdminError> {
     let name = name.trim();

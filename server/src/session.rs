@@ -714,6 +714,45 @@ impl Session {
                 )?;
                 Ok(R::Ok(Empty {}))
             }
+            Request::SetAccountDisabled(d) => {
+                if who.caller.role != lianxin_protocol::v1::Role::Admin {
+                    return Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "only the administrator disables accounts",
+                    ));
+                }
+                if d.account_id == who.caller.account_id && d.disabled {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidArgument,
+                        "the administrator cannot disable their own account",
+                    ));
+                }
+                let account =
+                    match crate::admin::set_disabled(county.store(), d.account_id, d.disabled) {
+                        Ok(a) => a,
+                        Err(crate::admin::AdminError::Invalid(m)) => {
+                            return Err(Refusal::new(ErrorCode::NotFound, m));
+                        }
+                        Err(e) => return Err(Refusal::new(ErrorCode::Unavailable, e.to_string())),
+                    };
+                if d.disabled {
+                    county
+                        .store()
+                        .delete_sessions_of(account.id)
+                        .map_err(DomainError::from)?;
+                }
+                county.store().durable().await.map_err(DomainError::from)?;
+                if d.disabled {
+                    county.hub().revoke(account.id, None);
+                    if account.is_grid_staff() {
+                        county
+                            .set_on_duty(&lianxin_actors::county::caller_of(&account), false)
+                            .await?;
+                    }
+                    tracing::info!(account = account.id, "account disabled");
+                }
+                Ok(R::Ok(Empty {}))
+            }
             Request::UploadBegin(b) => {
                 let dir = crate::upload::partial_dir(county.store().media_dir());
                 let limits = self.app.config.media.limits();
@@ -1032,6 +1071,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::GetBoardPetitions(_) => "get_board_petitions",
         Request::GetReport(_) => "get_report",
         Request::AddPoints(_) => "add_points",
+        Request::SetAccountDisabled(_) => "set_account_disabled",
         Request::UploadBegin(_) => "upload_begin",
         Request::UploadChunk(_) => "upload_chunk",
     }

@@ -40,7 +40,7 @@ const PRINCIPALS: [(&str, &str); 13] = [
 /// What happened: `ok`, `hidden` (NOT_FOUND: indistinguishable from no such thing), `forbidden`
 /// (FORBIDDEN), `illegal` (the role may, the state does not), `listed`/`absent` (whether the
 /// petition appears in a list or the feed), `-` (not applicable).
-const ACTIONS: [&str; 20] = [
+const ACTIONS: [&str; 21] = [
     "getPetition",
     "getHistory",
     "listPetitions",
@@ -61,10 +61,11 @@ const ACTIONS: [&str; 20] = [
     "getReport",
     "addPoints",
     "listPetitions, after getPetition",
+    "setAccountDisabled",
 ];
 
 /// The expected outcome per action (rows) and principal (columns, in [`PRINCIPALS`] order).
-const EXPECTED: [[&str; 13]; 20] = [
+const EXPECTED: [[&str; 13]; 21] = [
     // res     neigh     res-og    assignee  w-same    w-og      w-oc      head      head-og   sup       sup-oc    township  admin
     [
         "ok", "hidden", "hidden", "ok", "ok", "hidden", "hidden", "ok", "hidden", "ok", "hidden",
@@ -278,6 +279,21 @@ const EXPECTED: [[&str; 13]; 20] = [
         "listed", "absent", "absent", "listed", "absent", "absent", "absent", "listed", "absent",
         "listed", "absent", "listed", "listed",
     ], // listPetitions, after getPetition
+    [
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "ok",
+    ], // setAccountDisabled
 ];
 
 fn outcome<T>(r: Result<T, ClientError>) -> String {
@@ -589,6 +605,16 @@ async fn every_request_by_every_role_on_own_and_others_petitions() {
     // Supervisors who opened it (getPetition above) now follow it.
     for (_, login) in PRINCIPALS {
         observed[19].push(listed(lists(world.c(login), shared.id).await));
+    }
+    // Disabling an account (one nobody here uses), and enabling it again.
+    let bystander = world.server.account_id("resident-12-4c");
+    for (_, login) in PRINCIPALS {
+        let c = world.c(login);
+        let r = c.set_account_disabled(bystander, true).await;
+        if r.is_ok() {
+            c.set_account_disabled(bystander, false).await.unwrap();
+        }
+        observed[20].push(outcome(r));
     }
     for c in std::mem::take(&mut world.clients).into_values() {
         c.close().await;

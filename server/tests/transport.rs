@@ -418,3 +418,71 @@ async fn a_bad_certificate_path_stops_the_start_with_a_clear_error() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_account_loses_its_sessions_and_cannot_sign_in_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let worker_id = server.account_id("worker-01-1a");
+    let admin = server.sign_in("admin", Wire::Json).await;
+    let supervisor = server.sign_in("sup-01", Wire::Json).await;
+    let token = server
+        .connect(Wire::Binary)
+        .await
+        .sign_in("worker-01-1a", PW)
+        .await
+        .unwrap()
+        .token;
+    let phone = server.connect(Wire::Binary).await;
+    phone.authenticate(token.clone()).await.unwrap();
+    let tablet = server.sign_in("worker-01-1a", Wire::Json).await;
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    let on_duty = |grid: &lianxin_client::v1::GridInfo| {
+        grid.workers
+            .iter()
+            .find(|w| w.id == worker_id)
+            .map(|w| w.on_duty)
+    };
+    assert_eq!(on_duty(&resident.my_grid().await.unwrap()), Some(true));
+
+    // Only the administrator may.
+    assert_eq!(
+        code_of(supervisor.set_account_disabled(worker_id, true).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code_of(admin.set_account_disabled(999_999, true).await),
+        ErrorCode::NotFound
+    );
+
+    admin.set_account_disabled(worker_id, true).await.unwrap();
+    let disabled_at = tokio::time::Instant::now();
+    for c in [&phone, &tablet] {
+        let left = Duration::from_secs(1).saturating_sub(disabled_at.elapsed());
+        tokio::time::timeout(left, async {
+            while !c.is_closed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every live session ends within a second");
+        assert_eq!(c.close_reason().map(|r| r.0), Some(4003));
+    }
+    let fresh = server.connect(Wire::Binary).await;
+    assert_eq!(
+        code_of(fresh.authenticate(token).await),
+        ErrorCode::BadCredentials
+    );
+    assert_eq!(
+        code_of(fresh.sign_in("worker-01-1a", PW).await),
+        ErrorCode::BadCredentials
+    );
+    // Nothing new is routed to them: they are off duty.
+    assert_eq!(on_duty(&resident.my_grid().await.unwrap()), Some(false));
+
+    // Enabled again, they sign in.
+    admin.set_account_disabled(worker_id, false).await.unwrap();
+    let back = server.connect(Wire::Binary).await;
+    back.sign_in("worker-01-1a", PW).await.unwrap();
+    server.stop().await;
+}

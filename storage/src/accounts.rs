@@ -75,6 +75,39 @@ impl Store {
         Ok(())
     }
 
+    /// Changes an account's stored record in place, atomically (a concurrent change of another
+    /// field is never lost); returns the new record, or `None` for an unknown account.
+    pub fn modify_account(
+        &self,
+        id: u64,
+        change: impl Fn(&mut AccountRecord),
+    ) -> Result<Option<AccountRecord>> {
+        let mut corrupt = None;
+        let new = self
+            .trees
+            .accountid_account
+            .update_and_fetch(key1(id), |old| {
+                let old = old?;
+                match AccountRecord::decode(old) {
+                    Ok(mut account) => {
+                        change(&mut account);
+                        Some(account.encode_to_vec())
+                    }
+                    Err(e) => {
+                        corrupt = Some(e);
+                        Some(old.to_vec())
+                    }
+                }
+            })?;
+        if let Some(e) = corrupt {
+            return Err(e.into());
+        }
+        match new {
+            Some(v) => Ok(Some(AccountRecord::decode(&*v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The account with this id.
     pub fn account(&self, id: u64) -> Result<Option<AccountRecord>> {
         match self.trees.accountid_account.get(key1(id))? {

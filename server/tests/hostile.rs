@@ -576,15 +576,11 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
 
 /// Bystanders' request latencies (p50, p99) for `secs` seconds: `clients` signed-in clients,
 /// each making a request every 25 ms.
-async fn bystander_latencies(
-    server: &TestServer,
-    clients: usize,
-    secs: u64,
-) -> (Duration, Duration) {
+async fn bystander_latencies(url: &str, clients: usize, secs: u64) -> (Duration, Duration) {
     let mut tasks = Vec::new();
     for i in 0..clients {
         let login = format!("resident-{:02}-{}a", i % 12 + 1, i / 12 % 4 + 1);
-        let c = server.sign_in(&login, Wire::Binary).await;
+        let c = sign_in(url, &login, Wire::Binary).await;
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let end = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -626,7 +622,31 @@ async fn bystander_latency_under_attack() {
         ..Limits::default()
     };
     let server = TestServer::start_with(config_with(dir.path(), limits)).await;
-    let (base_p50, base_p99) = bystander_latencies(&server, 20, 10).await;
+    measure_bystanders(&server.url, server.addr, "in-process server").await;
+    server.stop().await;
+}
+
+/// The same measurement with the server as its own process (the `lianxin` binary, default limits
+/// but a 2 s handshake deadline), so the attackers' own work is not counted in the server's
+/// process: `cargo test --release -p lianxin-server --test hostile -- --ignored --nocapture
+/// separate_process`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run by hand"]
+async fn bystander_latency_under_attack_separate_process() {
+    more_files();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start_with_env(
+        dir.path(),
+        &[("LIANXIN_LIMITS__HANDSHAKE_TIMEOUT_SECS", "2")],
+    )
+    .await;
+    measure_bystanders(&server.url, server.addr, "server in its own process").await;
+    server.kill();
+}
+
+/// Bystanders' p50/p99 alone, then under the attack `ATTACK` names (all when unset); printed.
+async fn measure_bystanders(url: &str, addr: std::net::SocketAddr, what: &str) {
+    let (base_p50, base_p99) = bystander_latencies(url, 20, 10).await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut attack = Vec::new();
@@ -636,7 +656,6 @@ async fn bystander_latency_under_attack() {
     // 1,000 slowloris connections, replaced as the server drops them.
     for _ in 0..if wants("slowloris") { 1000 } else { 0 } {
         let stop = stop.clone();
-        let addr = server.addr;
         attack.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
@@ -663,7 +682,7 @@ async fn bystander_latency_under_attack() {
             break;
         }
         let stop = stop.clone();
-        let url = server.url.clone();
+        let url = url.to_owned();
         let token = connect(&url, Wire::Binary)
             .await
             .sign_in(login, PW)
@@ -685,7 +704,7 @@ async fn bystander_latency_under_attack() {
     }
     if wants("big") {
         let stop = stop.clone();
-        let url = server.url.clone();
+        let url = url.to_owned();
         attack.push(tokio::spawn(async move {
             let big = vec![0u8; Limits::default().max_frame_bytes + 1];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -699,13 +718,13 @@ async fn bystander_latency_under_attack() {
         }));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (hit_p50, hit_p99) = bystander_latencies(&server, 20, 10).await;
+    let (hit_p50, hit_p99) = bystander_latencies(url, 20, 10).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for a in attack {
         let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
     }
     eprintln!(
-        "bystanders ({}): p50 {base_p50:?} / p99 {base_p99:?} alone; p50 {hit_p50:?} / p99 {hit_p99:?} under attack ({:+.1}% p99)",
+        "bystanders ({}, {what}): p50 {base_p50:?} / p99 {base_p99:?} alone; p50 {hit_p50:?} / p99 {hit_p99:?} under attack ({:+.1}% p99)",
         if only.is_empty() {
             "all attacks"
         } else {
@@ -713,5 +732,4 @@ async fn bystander_latency_under_attack() {
         },
         (hit_p99.as_secs_f64() / base_p99.as_secs_f64() - 1.0) * 100.0
     );
-    server.stop().await;
 }

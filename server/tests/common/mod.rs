@@ -253,7 +253,26 @@ impl ChildServer {
     /// Starts the binary on a port the kernel picks and waits for its "ready" line, which names
     /// the address: no other process can take the port between choosing and binding it.
     pub async fn start(dir: &Path) -> ChildServer {
-        let mut child = Self::spawn_on(dir, "127.0.0.1:0");
+        Self::wait_ready(Self::spawn_on(dir, "127.0.0.1:0")).await
+    }
+
+    /// Like [`ChildServer::start`], with the default limits and the given extra environment.
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> ChildServer {
+        let child = Command::new(env!("CARGO_BIN_EXE_lianxin"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn,lianxin=info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns lianxin");
+        Self::wait_ready(child).await
+    }
+
+    async fn wait_ready(mut child: Child) -> ChildServer {
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         // Read the log until the ready line, then keep draining it so the child never blocks.

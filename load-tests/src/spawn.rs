@@ -36,6 +36,18 @@ pub const LOAD_LIMITS: [(&str, &str); 4] = [
     ("LIANXIN_LIMITS__MAX_PETITIONS_PER_DAY", "0"),
 ];
 
+/// Fails with a hint when the server binary is missing.
+fn check_bin(bin: &Path) -> anyhow::Result<()> {
+    if !bin.is_file() {
+        bail!(
+            "server binary {} not found: build it (cargo build --release -p lianxin-server) \
+             or pass --server-bin",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
 /// What a scenario asks of the server it starts beyond the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerSetup {
@@ -75,13 +87,7 @@ impl Spawned {
         log_filter: &str,
         setup: &ServerSetup,
     ) -> anyhow::Result<Spawned> {
-        if !bin.is_file() {
-            bail!(
-                "server binary {} not found: build it (cargo build --release -p lianxin-server) \
-                 or pass --server-bin",
-                bin.display()
-            );
-        }
+        check_bin(bin)?;
         let dir = tempfile::Builder::new()
             .prefix("lianxin-load-")
             .tempdir()
@@ -123,13 +129,7 @@ impl Spawned {
         log_path: &Path,
         addr: SocketAddr,
     ) -> anyhow::Result<Spawned> {
-        if !bin.is_file() {
-            bail!(
-                "server binary {} not found: build it (cargo build --release -p lianxin-server) \
-                 or pass --server-bin",
-                bin.display()
-            );
-        }
+        check_bin(bin)?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--data-dir")

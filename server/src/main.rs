@@ -326,30 +326,16 @@ async fn populate(args: PopulateArgs) -> anyhow::Result<()> {
         }
     })
     .await?;
+    let bytes_on_disk = server.county().store().size_on_disk()?;
     server.county().shutdown().await?;
     let mut summary = serde_json::to_value(&report)?;
-    summary["bytes_on_disk"] = serde_json::json!(dir_size(&args.data_dir));
+    summary["bytes_on_disk"] = serde_json::json!(bytes_on_disk);
     // The summary is the command's result, for scripts.
     #[allow(clippy::print_stdout)]
     {
         println!("{summary}");
     }
     Ok(())
-}
-
-/// Bytes of the files under a folder.
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn admin(args: AdminArgs) -> anyhow::Result<()> {

@@ -115,15 +115,7 @@ async fn tampered_tokens_are_refused_and_revocation_closes_live_sessions_within_
     phone.sign_out_everywhere().await.unwrap();
     let revoked_at = tokio::time::Instant::now();
     for c in &others {
-        let left = Duration::from_secs(1).saturating_sub(revoked_at.elapsed());
-        tokio::time::timeout(left, async {
-            while !c.is_closed() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("every live session ends within a second of the revocation");
-        assert_eq!(c.close_reason().map(|r| r.0), Some(4003));
+        assert_revoked_within_a_second(c, revoked_at).await;
     }
     let fresh = server.connect(Wire::Binary).await;
     assert_eq!(
@@ -419,6 +411,19 @@ async fn a_bad_certificate_path_stops_the_start_with_a_clear_error() {
     );
 }
 
+/// Waits until `c` is closed, at most a second after `since`, and checks the code is 4003.
+async fn assert_revoked_within_a_second(c: &Client, since: tokio::time::Instant) {
+    let left = Duration::from_secs(1).saturating_sub(since.elapsed());
+    tokio::time::timeout(left, async {
+        while !c.is_closed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every live session ends within a second of the revocation");
+    assert_eq!(c.close_reason().map(|r| r.0), Some(4003));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_account_loses_its_sessions_and_cannot_sign_in_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -458,15 +463,7 @@ async fn a_disabled_account_loses_its_sessions_and_cannot_sign_in_again() {
     admin.set_account_disabled(worker_id, true).await.unwrap();
     let disabled_at = tokio::time::Instant::now();
     for c in [&phone, &tablet] {
-        let left = Duration::from_secs(1).saturating_sub(disabled_at.elapsed());
-        tokio::time::timeout(left, async {
-            while !c.is_closed() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("every live session ends within a second");
-        assert_eq!(c.close_reason().map(|r| r.0), Some(4003));
+        assert_revoked_within_a_second(c, disabled_at).await;
     }
     let fresh = server.connect(Wire::Binary).await;
     assert_eq!(

@@ -5,29 +5,10 @@
 // Usage: node board.mjs <base-url> <screenshot-dir>
 
 import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
-import { mkdirSync } from 'node:fs';
+import { args, finish, step } from './harness.mjs';
 import { join } from 'node:path';
 
-const [base, shots] = process.argv.slice(2);
-if (!base || !shots) {
-  console.log('FAIL usage: node board.mjs <base-url> <screenshot-dir>');
-  process.exit(2);
-}
-mkdirSync(shots, { recursive: true });
-
-const lines = createInterface({ input: process.stdin });
-const waiting = [];
-lines.on('line', (line) => waiting.shift()?.(line.trim()));
-
-/** Announces a step and waits for the test's `GO <name> …`; returns its arguments. */
-async function step(name) {
-  console.log(`STEP ${name}`);
-  const line = await new Promise((resolve) => waiting.push(resolve));
-  const [go, got, ...args] = line.split(/\s+/);
-  if (go !== 'GO' || got !== name) throw new Error(`expected GO ${name}, got ${line}`);
-  return args;
-}
+const [base, shots] = args('board.mjs');
 
 const TIMEOUT = 15000;
 
@@ -111,5 +92,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close();
-  lines.close();
+  finish();
 }

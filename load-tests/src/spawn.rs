@@ -29,11 +29,12 @@ pub fn free_port() -> std::io::Result<u16> {
 /// scenario's own setup may override): the load generator reuses accounts over many connections
 /// and sends as fast as its scenario asks, which the per-connection, per-account and per-day
 /// protections against hostile clients would refuse.
-pub const LOAD_LIMITS: [(&str, &str); 4] = [
+pub const LOAD_LIMITS: [(&str, &str); 5] = [
     ("LIANXIN_LIMITS__REQUESTS_PER_SEC", "1000000"),
     ("LIANXIN_LIMITS__REQUEST_BURST", "1000000"),
     ("LIANXIN_LIMITS__MAX_CONNECTIONS_PER_ACCOUNT", "0"),
     ("LIANXIN_LIMITS__MAX_PETITIONS_PER_DAY", "0"),
+    ("LIANXIN_LIMITS__SIGN_INS_PER_ACCOUNT", "0"),
 ];
 
 /// Fails with a hint when the server binary is missing.

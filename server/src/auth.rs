@@ -246,7 +246,7 @@ pub async fn sign_in(
         .limiter
         .begin(account.as_ref().map(|a| a.id), gate.ip, now_ms)
         .ok_or(AuthError::RateLimited(
-            "too many failed sign-ins for this account or from this address; try again later",
+            "too many sign-ins for this account or failed ones from this address; try again later",
         ))?;
     let phc = account
         .as_ref()

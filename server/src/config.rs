@@ -105,6 +105,9 @@ pub struct Limits {
     pub max_connections_per_account: u32,
     /// Failed sign-ins per account allowed in `sign_in_window_secs` (0: no limit).
     pub sign_in_failures_per_account: u32,
+    /// Password sign-ins per account, successful or not, allowed in `sign_in_window_secs`, so
+    /// that one account's owner cannot keep the password hasher busy (0: no limit).
+    pub sign_ins_per_account: u32,
     /// Failed sign-ins plus registrations per source address allowed in `sign_in_window_secs`
     /// (0: no limit).
     pub sign_in_failures_per_address: u32,
@@ -233,6 +236,7 @@ impl Default for Limits {
             flood_close_after: 200,
             max_connections_per_account: 16,
             sign_in_failures_per_account: 10,
+            sign_ins_per_account: 30,
             sign_in_failures_per_address: 30,
             sign_in_window_secs: 900,
             max_petitions_per_day: 20,

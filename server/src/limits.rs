@@ -54,6 +54,16 @@ impl TokenBucket {
         }
     }
 
+    /// Milliseconds until a token is there (0 when one is there now).
+    pub fn ms_until_token(&mut self, now_ms: i64) -> i64 {
+        self.refill(now_ms);
+        if self.tokens >= 1.0 || self.per_ms <= 0.0 {
+            0
+        } else {
+            ((1.0 - self.tokens) / self.per_ms).ceil() as i64
+        }
+    }
+
     /// Gives back a token taken earlier (capped at the capacity).
     pub fn give_back(&mut self, now_ms: i64) {
         self.refill(now_ms);
@@ -123,6 +133,11 @@ impl RequestLimit {
             Verdict::Refuse
         }
     }
+
+    /// How long to stop reading after a refusal: until the next request could be allowed.
+    pub fn pause_ms(&mut self, now_ms: i64) -> i64 {
+        self.bucket.ms_until_token(now_ms)
+    }
 }
 
 /// Buckets kept before full (idle) ones are swept out.
@@ -148,16 +163,19 @@ pub struct Attempt {
     address: u128,
 }
 
-/// Limits on password checks (failed sign-ins) per account and per source address. An attempt
-/// takes its tokens *before* the password is hashed, so a client over the limit never costs an
-/// argon2 hash; a successful sign-in gives its tokens back.
+/// Limits on password checks: failed sign-ins per account and per source address, and all
+/// password sign-ins per account. An attempt takes its tokens *before* the password is hashed,
+/// so a client over a limit never costs an argon2 hash; a successful sign-in gives back its
+/// failure tokens (not the one it took from the account's sign-ins).
 #[derive(Debug)]
 pub struct SignInLimiter {
     per_account: u32,
     per_address: u32,
+    checks_per_account: u32,
     window_ms: u64,
     accounts: Mutex<HashMap<u64, TokenBucket>>,
     addresses: Mutex<HashMap<u128, TokenBucket>>,
+    checks: Mutex<HashMap<u64, TokenBucket>>,
 }
 
 impl SignInLimiter {
@@ -166,9 +184,11 @@ impl SignInLimiter {
         SignInLimiter {
             per_account: limits.sign_in_failures_per_account,
             per_address: limits.sign_in_failures_per_address,
+            checks_per_account: limits.sign_ins_per_account,
             window_ms: limits.sign_in_window_secs.max(1).saturating_mul(1000),
             accounts: Mutex::new(HashMap::new()),
             addresses: Mutex::new(HashMap::new()),
+            checks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -214,11 +234,17 @@ impl SignInLimiter {
         ) {
             return None;
         }
-        if let Some(id) = account
-            && !Self::take(&self.accounts, id, self.per_account, self.window_ms, now_ms)
-        {
-            Self::give_back(&self.addresses, &address, now_ms);
-            return None;
+        if let Some(id) = account {
+            if !Self::take(&self.accounts, id, self.per_account, self.window_ms, now_ms) {
+                Self::give_back(&self.addresses, &address, now_ms);
+                return None;
+            }
+            let window = self.window_ms;
+            if !Self::take(&self.checks, id, self.checks_per_account, window, now_ms) {
+                Self::give_back(&self.addresses, &address, now_ms);
+                Self::give_back(&self.accounts, &id, now_ms);
+                return None;
+            }
         }
         Some(Attempt { account, address })
     }
@@ -316,6 +342,14 @@ mod tests {
         assert_eq!(l.check(1_106), Verdict::Refuse);
         assert_eq!(l.check(1_107), Verdict::Refuse);
         assert_eq!(l.check(1_108), Verdict::Close);
+        // After a refusal, reading pauses until the next token: 100 ms at 10/s.
+        let mut p = RequestLimit::new(&limits(10, 1, 0), 0);
+        assert_eq!(p.check(0), Verdict::Allow);
+        assert_eq!(p.check(0), Verdict::Refuse);
+        assert_eq!(p.pause_ms(0), 100);
+        assert_eq!(p.pause_ms(60), 40);
+        assert_eq!(p.pause_ms(100), 0);
+        assert_eq!(p.check(100), Verdict::Allow);
         // Zero: refuse, never close.
         let mut never = RequestLimit::new(&limits(1, 1, 0), 0);
         assert_eq!(never.check(0), Verdict::Allow);
@@ -351,6 +385,35 @@ mod tests {
         // One attempt comes back every 100 s / 3.
         assert!(l.begin(Some(7), a, 33_000).is_none());
         assert!(l.begin(Some(7), a, 34_000).is_some());
+    }
+
+    #[test]
+    fn successful_sign_ins_are_limited_per_account_too() {
+        let l = SignInLimiter::new(&Limits {
+            sign_ins_per_account: 3,
+            sign_in_window_secs: 300,
+            ..Limits::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            let ok = l.begin(Some(7), a, 0).unwrap();
+            l.succeeded(ok, 0);
+        }
+        assert!(l.begin(Some(7), a, 0).is_none());
+        // Another account is not held up, and the refusal cost no failure token.
+        assert!(l.begin(Some(8), a, 0).is_some());
+        // One sign-in comes back every 300 s / 3.
+        assert!(l.begin(Some(7), a, 99_000).is_none());
+        assert!(l.begin(Some(7), a, 100_000).is_some());
+        // Zero: no limit.
+        let free = SignInLimiter::new(&Limits {
+            sign_ins_per_account: 0,
+            ..Limits::default()
+        });
+        for _ in 0..100 {
+            let ok = free.begin(Some(7), a, 0).unwrap();
+            free.succeeded(ok, 0);
+        }
     }
 
     #[test]

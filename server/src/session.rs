@@ -146,6 +146,8 @@ struct Session {
     opened: tokio::time::Instant,
     /// The request rate limit.
     requests: RequestLimit,
+    /// After a refusal for the rate, nothing more is read from the socket until then.
+    reads_paused_until: Option<tokio::time::Instant>,
 }
 
 /// Account already signed in by the `Authorization` header.
@@ -177,6 +179,7 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
             peer,
             opened: tokio::time::Instant::now(),
             requests,
+            reads_paused_until: None,
         };
         let mut ending = None;
         if let Some(pre) = pre
@@ -291,8 +294,10 @@ impl Session {
             }
             let authed = self.authed.is_some();
             let signals = self.authed.as_ref().map(|a| a.registration.signals.clone());
+            let paused = self.reads_paused_until;
             tokio::select! {
-                incoming = self.ws.next() => match incoming {
+                _ = reads_resume(paused) => self.reads_paused_until = None,
+                incoming = self.ws.next(), if paused.is_none() => match incoming {
                     Some(Ok(msg)) => {
                         self.last_seen = Instant::now();
                         if let Err(e) = self.on_message(msg).await {
@@ -410,6 +415,13 @@ impl Session {
                     code: close::RATE_LIMITED,
                     reason: "too many requests",
                 }));
+            }
+            // Reading stops until the next request could be allowed: a flood then waits in the
+            // client's socket instead of costing the server a refusal per frame.
+            let pause = u64::try_from(self.requests.pause_ms(now)).unwrap_or(0);
+            if pause > 0 {
+                self.reads_paused_until =
+                    Some(tokio::time::Instant::now() + Duration::from_millis(pause));
             }
             return Ok(());
         }
@@ -974,6 +986,14 @@ async fn next_board_update(
 ) -> Option<BoardUpdate> {
     match board {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when reading may go on after a rate-limit pause; never while there is none.
+async fn reads_resume(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! sled admits one process per database, so the running server makes the snapshot itself:
 //! `POST /admin/backup` (an administrator's session token in `Authorization: Bearer`) dumps every
-//! tree at one consistent point between two group commits of the storage writer
-//! ([`Store::dump_consistent`]) into a staging file beside the database, then streams the dump,
+//! tree as it was at one point between two group commits of the storage writer, without holding
+//! commits up ([`Store::dump_consistent`]), into a staging file beside the database, then streams
+//! the dump,
 //! every media file the dumped metadata refers to (checked against its content address on the
 //! way) and a manifest (schema version, tree counts, size and sha-256 of every file). `lianxin
 //! backup --to DIR` unpacks the stream into an empty folder and checks it against the manifest;
@@ -192,7 +193,8 @@ pub async fn route(State(state): State<HttpState>, headers: HeaderMap) -> Respon
         admin = account.id,
         bytes = dump.size,
         media = dump.media.len(),
-        pause_ms = started.elapsed().as_millis() as u64,
+        redo_writes = dump.redo_writes,
+        dump_ms = started.elapsed().as_millis() as u64,
         "backup: database dumped"
     );
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);

@@ -667,7 +667,8 @@ async fn bystander_latency_under_attack() {
         addr: server.addr,
         running: None,
     };
-    measure_bystanders(&server.url, attacker, "in-process server and attackers").await;
+    let what = "in-process server and attackers";
+    measure_bystanders(&server.url, attacker, None, what).await;
     server.stop().await;
 }
 
@@ -703,7 +704,7 @@ async fn bystander_latency_under_attack_separate_process() {
     let acks = std::io::BufReader::new(child.stdout.take().unwrap());
     let attacker = Attacker::Child { commands, acks };
     let what = format!("server, bystanders and attackers (nice {nice}) in three processes");
-    measure_bystanders(&server.url, attacker, &what).await;
+    measure_bystanders(&server.url, attacker, Some(server.child.id()), &what).await;
     let _ = child.wait();
     server.kill();
 }
@@ -813,19 +814,50 @@ impl Attacker {
     }
 }
 
+/// CPU time the process `pid` has used (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the name; clock ticks of 10 ms.
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Bystanders' latencies over one phase, and the server's CPU time per second of it.
+async fn phase(url: &str, server: Option<u32>) -> ((Duration, Duration), Option<f64>) {
+    let cpu_before = server.map(cpu_time);
+    let started = std::time::Instant::now();
+    let latencies = bystander_latencies(url, 20, 5).await;
+    let share = server.zip(cpu_before).map(|(pid, before)| {
+        (cpu_time(pid) - before).as_secs_f64() / started.elapsed().as_secs_f64()
+    });
+    (latencies, share)
+}
+
 /// Rounds of 5 s of bystanders alone, then 5 s under attack (after 2 s for it to build up);
-/// prints the medians over the rounds (`ROUNDS`, default 5) of each phase's p50 and p99.
-async fn measure_bystanders(url: &str, mut attacker: Attacker, what: &str) {
+/// prints the medians over the rounds (`ROUNDS`, default 5) of each phase's p50 and p99, and of
+/// the server's CPU use when it is the process `server`.
+async fn measure_bystanders(url: &str, mut attacker: Attacker, server: Option<u32>, what: &str) {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
     let (mut alone, mut hit) = (Vec::new(), Vec::new());
+    let (mut cpu_alone, mut cpu_hit) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        alone.push(bystander_latencies(url, 20, 5).await);
+        let (latencies, cpu) = phase(url, server).await;
+        alone.push(latencies);
+        cpu_alone.extend(cpu);
         attacker.on().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        hit.push(bystander_latencies(url, 20, 5).await);
+        let (latencies, cpu) = phase(url, server).await;
+        hit.push(latencies);
+        cpu_hit.extend(cpu);
         attacker.off().await;
     }
     attacker.finish().await;
@@ -847,6 +879,15 @@ async fn measure_bystanders(url: &str, mut attacker: Attacker, what: &str) {
         },
         (h99.as_secs_f64() / a99.as_secs_f64() - 1.0) * 100.0
     );
+    if !cpu_alone.is_empty() {
+        cpu_alone.sort_by(f64::total_cmp);
+        cpu_hit.sort_by(f64::total_cmp);
+        eprintln!(
+            "  server CPU, medians: {:.1}% of a core alone, {:.1}% under attack",
+            cpu_alone[cpu_alone.len() / 2] * 100.0,
+            cpu_hit[cpu_hit.len() / 2] * 100.0
+        );
+    }
     eprintln!(
         "  p99 per round, alone: {:?}",
         alone.iter().map(|x| x.1).collect::<Vec<_>>()

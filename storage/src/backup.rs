@@ -1,15 +1,24 @@
 //! Consistent dumps of the whole database for backups, and their restore into an empty folder.
 //!
-//! [`Store::dump_consistent`] runs on the single writer's thread between two group commits, so
-//! every petition commit acknowledged before the dump began is in it whole and none that was
-//! queued after it is in it at all; other writes (accounts, sessions, media metadata) are in it as
-//! far as they were made before the dump began. Commits wait while the dump runs.
+//! [`Store::dump_consistent`] does not stop the writer. Between two group commits it starts a
+//! redo log: from then on every group the single writer applies to the petition keyspace also
+//! appends its writes to a file beside the dump. Every tree is then copied while commits go on
+//! (so the copy of the keyspace is fuzzy: each key as it was at some moment of the copy). Between
+//! two later groups the log is stopped and appended to the dump. A restore loads the copy, then
+//! replays the log in order; each key ends as the last write of the log left it, or as it was
+//! copied when the log never touched it, which is the keyspace exactly as it was when the log
+//! stopped. So every petition commit acknowledged before the backup ended is in it whole, and
+//! none is in it in part. Other writes (accounts, sessions, media metadata) are copied as the copy
+//! found them.
 //!
 //! Dump format (`db.lxdump`): [`DUMP_MAGIC`], then for every tree `b'T'`, the name's length
 //! (u16, big-endian) and the name, its entries (`b'E'`, key length u32, key, value length u32,
-//! value), `b'Z'`; after the last tree `b'.'`. The id counter of sled is not part of any tree: the
-//! dump records the highest id handed out (`id_floor`) and a restore stores it as the id base of
-//! the new database, so new ids never repeat an old one.
+//! value), `b'Z'`; then the redo log of the petition keyspace, `b'R'`, its writes in order (`b'P'`
+//! key length, key, value length, value; `b'D'` key length, key: a removal), `b'Z'`; at the end
+//! `b'.'`. Dumps of the first format (`LXDUMP1`, no redo log) are still restored. The id counter
+//! of sled is not part of any tree: the dump records the highest id handed out when the log
+//! stopped (`id_floor`) and a restore stores it as the id base of the new database, so new ids
+//! never repeat an old one.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,7 +32,10 @@ use crate::trees::{self, TREE_NAMES};
 use crate::{Result, SCHEMA_VERSION, Store, StoreError};
 
 /// The first bytes of a dump file.
-pub const DUMP_MAGIC: &[u8; 8] = b"LXDUMP1\n";
+pub const DUMP_MAGIC: &[u8; 8] = b"LXDUMP2\n";
+
+/// The first bytes of a dump of the first format (no redo log), still restored.
+const DUMP_MAGIC_V1: &[u8; 8] = b"LXDUMP1\n";
 
 /// The largest key or value a dump may hold (a bigger length means the file is damaged).
 const MAX_ITEM: usize = 256 * 1024 * 1024;
@@ -51,6 +63,8 @@ pub struct DumpInfo {
     pub trees: Vec<TreeCount>,
     /// Media files (items and thumbnails) the dumped metadata refers to.
     pub media: Vec<Sha>,
+    /// Writes to the petition keyspace made while the trees were copied (the redo log).
+    pub redo_writes: u64,
     /// Size of the dump file in bytes.
     pub size: u64,
     /// Lower-case hex sha-256 of the dump file.
@@ -87,24 +101,117 @@ fn len_u32(n: usize) -> Result<[u8; 4]> {
         .map_err(|_| StoreError::Corrupt(format!("an item of {n} bytes is too large to dump")))
 }
 
+/// Appends a redo record of a write of `value` at `key`.
+pub(crate) fn redo_put(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.push(b'P');
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// Appends a redo record of the removal of `key`.
+pub(crate) fn redo_delete(out: &mut Vec<u8>, key: &[u8]) {
+    out.push(b'D');
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+}
+
+/// A dump whose trees are copied, waiting for its redo log.
+struct Copied {
+    w: Hashing<BufWriter<std::fs::File>>,
+    trees: Vec<TreeCount>,
+    media: Vec<Sha>,
+}
+
 impl Store {
-    /// Writes every tree to `out` (created, or truncated) at one consistent point between two
-    /// group commits, and fsyncs it. Petition commits wait until it returns.
+    /// Writes every tree to `out` (created, or truncated) as it was at one point between two
+    /// group commits, and fsyncs it; commits go on meanwhile (see the module's documentation).
     pub async fn dump_consistent(&self, out: PathBuf) -> Result<DumpInfo> {
-        let store = self.clone();
-        self.writer.exclusive(move || store.dump_now(&out)).await
+        let redo_path = out.with_extension("lxredo");
+        let result = self.dump_with_redo(out, &redo_path).await;
+        // Whatever happened, the writer stops logging and the log goes.
+        let slot = self.writer.redo().clone();
+        let _ = self
+            .writer
+            .exclusive(move || {
+                slot.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                Ok(())
+            })
+            .await;
+        let _ = std::fs::remove_file(&redo_path);
+        result
     }
 
-    /// The dump itself; runs on the writer thread.
-    fn dump_now(&self, out: &Path) -> Result<DumpInfo> {
+    async fn dump_with_redo(&self, out: PathBuf, redo_path: &Path) -> Result<DumpInfo> {
+        self.begin_redo(redo_path).await?;
+        let store = self.clone();
+        let copied = tokio::task::spawn_blocking(move || store.copy_trees(&out))
+            .await
+            .map_err(|e| io_err(std::io::Error::other(e)))??;
+        self.end_redo().await?;
+        // Every id a dumped record holds was handed out before now.
+        let id_floor = self.next_id()? & 0x0000_ffff_ffff_ffff;
+        let schema_version = self.schema_version()?;
+        let redo_path = redo_path.to_path_buf();
+        tokio::task::spawn_blocking(move || finish(copied, &redo_path, schema_version, id_floor))
+            .await
+            .map_err(|e| io_err(std::io::Error::other(e)))?
+    }
+
+    /// Between two groups: every group from now on logs its writes to `path`.
+    async fn begin_redo(&self, path: &Path) -> Result<()> {
+        let slot = self.writer.redo().clone();
+        let path = path.to_path_buf();
+        self.writer
+            .exclusive(move || {
+                let file = std::fs::File::create(&path).map_err(io_err)?;
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(crate::durability::RedoLog {
+                        file: BufWriter::with_capacity(256 * 1024, file),
+                        groups: 0,
+                        error: None,
+                    });
+                Ok(())
+            })
+            .await
+    }
+
+    /// Between two groups: the log stops, and what it holds is written out; the number of
+    /// groups it logged.
+    async fn end_redo(&self) -> Result<u64> {
+        let slot = self.writer.redo().clone();
+        self.writer
+            .exclusive(move || {
+                let log = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                let Some(mut log) = log else {
+                    return Err(io_err(std::io::Error::other("the redo log was lost")));
+                };
+                if let Some(e) = log.error.take() {
+                    return Err(io_err(e));
+                }
+                log.file.flush().map_err(io_err)?;
+                Ok(log.groups)
+            })
+            .await
+    }
+
+    /// Copies every tree into a new dump at `out`.
+    fn copy_trees(&self, out: &Path) -> Result<Copied> {
         let file = std::fs::File::create(out).map_err(io_err)?;
         let mut w = Hashing {
             inner: BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
             bytes: 0,
         };
-        let id_floor = self.next_id()? & 0x0000_ffff_ffff_ffff;
-        let mut counts = Vec::with_capacity(TREE_NAMES.len());
+        let mut trees = Vec::with_capacity(TREE_NAMES.len());
         let mut media = Vec::new();
         w.write_all(DUMP_MAGIC).map_err(io_err)?;
         for name in TREE_NAMES {
@@ -131,31 +238,115 @@ impl Store {
                 }
             }
             w.write_all(b"Z").map_err(io_err)?;
-            counts.push(TreeCount {
+            trees.push(TreeCount {
                 name: (*name).to_owned(),
                 entries,
             });
         }
-        w.write_all(b".").map_err(io_err)?;
-        w.flush().map_err(io_err)?;
-        let Hashing {
-            inner,
-            hasher,
-            bytes,
-        } = w;
-        let file = inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-        file.sync_all().map_err(io_err)?;
-        media.sort_unstable();
-        media.dedup();
-        Ok(DumpInfo {
-            schema_version: self.schema_version()?,
-            id_floor,
-            trees: counts,
-            media,
-            size: bytes,
-            sha256: hex::encode(hasher.finalize()),
-        })
+        Ok(Copied { w, trees, media })
     }
+}
+
+/// Appends the redo log to a copied dump, ends it and fsyncs it.
+fn finish(
+    copied: Copied,
+    redo_path: &Path,
+    schema_version: u64,
+    id_floor: u64,
+) -> Result<DumpInfo> {
+    let Copied {
+        mut w,
+        trees,
+        mut media,
+    } = copied;
+    w.write_all(b"R").map_err(io_err)?;
+    let mut redo = BufReader::new(std::fs::File::open(redo_path).map_err(io_err)?);
+    let redo_writes = count_redo(&mut redo, &mut w)?;
+    w.write_all(b"Z.").map_err(io_err)?;
+    w.flush().map_err(io_err)?;
+    let Hashing {
+        inner,
+        hasher,
+        bytes,
+    } = w;
+    let file = inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    media.sort_unstable();
+    media.dedup();
+    Ok(DumpInfo {
+        schema_version,
+        id_floor,
+        trees,
+        media,
+        redo_writes,
+        size: bytes,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+/// Copies redo records from `r` to `w` until `r` ends, checking their framing; their number.
+fn count_redo(r: &mut impl Read, w: &mut impl Write) -> Result<u64> {
+    let mut n = 0;
+    loop {
+        let mut tag = [0u8; 1];
+        match r.read(&mut tag).map_err(io_err)? {
+            0 => return Ok(n),
+            _ => w.write_all(&tag).map_err(io_err)?,
+        }
+        let items = match tag[0] {
+            b'P' => 2,
+            b'D' => 1,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unexpected byte {other:#x} in the redo log"
+                )));
+            }
+        };
+        for _ in 0..items {
+            let len = read_len(r)?;
+            w.write_all(&len_u32(len)?).map_err(io_err)?;
+            w.write_all(&read_exact(r, len)?).map_err(io_err)?;
+        }
+        n += 1;
+    }
+}
+
+/// Replays a dump's redo log onto `tree`, in order; the number of writes.
+fn replay_redo(r: &mut impl Read, tree: &sled::Tree) -> Result<u64> {
+    let mut batch = sled::Batch::default();
+    let mut pending = 0usize;
+    let mut n = 0u64;
+    loop {
+        match read_byte(r)? {
+            b'Z' => break,
+            b'P' => {
+                let klen = read_len(r)?;
+                let k = read_exact(r, klen)?;
+                let vlen = read_len(r)?;
+                batch.insert(k, read_exact(r, vlen)?);
+            }
+            b'D' => {
+                let klen = read_len(r)?;
+                batch.remove(read_exact(r, klen)?);
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unexpected byte {other:#x} in the redo log"
+                )));
+            }
+        }
+        pending += 1;
+        n += 1;
+        // Batches are applied in order, and within one the last write of a key wins.
+        if pending == RESTORE_BATCH {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    if pending > 0 {
+        tree.apply_batch(batch)?;
+    }
+    Ok(n)
 }
 
 fn read_exact(r: &mut impl Read, n: usize) -> Result<Vec<u8>> {
@@ -213,7 +404,8 @@ pub fn restore_dump(
         )));
     }
     let mut r = BufReader::with_capacity(256 * 1024, input);
-    if read_exact(&mut r, DUMP_MAGIC.len())? != DUMP_MAGIC {
+    let magic = read_exact(&mut r, DUMP_MAGIC.len())?;
+    if magic != DUMP_MAGIC && magic != DUMP_MAGIC_V1 {
         return Err(StoreError::Corrupt("not a Lianxin dump".into()));
     }
     std::fs::create_dir_all(path).map_err(io_err)?;
@@ -223,6 +415,12 @@ pub fn restore_dump(
         match read_byte(&mut r)? {
             b'.' => break,
             b'T' => {}
+            b'R' if magic == DUMP_MAGIC => {
+                let keyspace = db.open_tree(trees::PETITION_KEYSPACE)?;
+                let n = replay_redo(&mut r, &keyspace)?;
+                tracing::debug!(writes = n, "replayed the redo log of the dump");
+                continue;
+            }
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "unexpected byte {other:#x} between trees"
@@ -302,6 +500,147 @@ mod tests {
         drop(restored);
         let again = restore_dump(&target, &bytes[..], info.schema_version, info.id_floor);
         assert!(matches!(again, Err(StoreError::Conflict(_))));
+    }
+
+    /// Every tree's name and entries.
+    type Contents = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+    fn all_entries(db: &sled::Db) -> Contents {
+        TREE_NAMES
+            .iter()
+            .map(|name| {
+                let tree = db.open_tree(name).unwrap();
+                let entries = tree
+                    .iter()
+                    .map(|i| i.unwrap())
+                    .filter(|(k, _)| !(*name == "meta" && &**k == trees::META_ID_BASE))
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect();
+                ((*name).to_owned(), entries)
+            })
+            .collect()
+    }
+
+    fn message(petition: &Petition, seq: u64, text: &str) -> crate::Commit {
+        use lianxin_protocol::v1::{Entry, EntryAdded, TextBody, entry, event};
+        let entry = Entry {
+            petition_id: petition.id,
+            seq,
+            author_id: petition.resident_id,
+            body: Some(entry::Body::Text(TextBody { text: text.into() })),
+            ..Default::default()
+        };
+        let added = |e: &Entry| {
+            event::Kind::EntryAdded(EntryAdded {
+                entry: Some(e.clone()),
+                state: petition.state,
+                assignee_id: petition.assignee_id,
+            })
+        };
+        crate::Commit {
+            petition: Petition {
+                last_seq: seq,
+                ..petition.clone()
+            },
+            entries: vec![entry.clone()],
+            add_participants: vec![petition.resident_id, petition.assignee_id],
+            feed: vec![
+                (petition.resident_id, added(&entry)),
+                (petition.assignee_id, added(&entry)),
+            ],
+            at_ms: 1_795_000_000_000 + seq as i64,
+            ..Default::default()
+        }
+    }
+
+    use lianxin_protocol::v1::{Petition, PetitionState};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_made_while_the_trees_are_copied_reach_the_restore_through_the_redo_log() {
+        assert!(TREE_NAMES.contains(&trees::PETITION_KEYSPACE));
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(src.path())).unwrap();
+        let open = Petition {
+            id: 1,
+            resident_id: 100,
+            assignee_id: 7,
+            community_id: 3,
+            grid_id: 12,
+            state: PetitionState::Submitted as i32,
+            created_at_ms: 1_795_000_000_000,
+            ..Default::default()
+        };
+        store
+            .commit(&message(&open, 1, "before the backup"))
+            .unwrap();
+        let out = src.path().join("db.lxdump");
+        let redo = src.path().join("db.lxredo");
+        store.begin_redo(&redo).await.unwrap();
+        // Logged and copied.
+        store.commit(&message(&open, 2, "while logging")).unwrap();
+        let copied = store.copy_trees(&out).unwrap();
+        // Logged only: a message, then the petition closes, which removes its open-index key.
+        store.commit(&message(&open, 3, "after the copy")).unwrap();
+        let closed = Petition {
+            state: PetitionState::Closed as i32,
+            closed_at_ms: 1_795_000_100_000,
+            ..open.clone()
+        };
+        store.commit(&message(&closed, 4, "closed")).unwrap();
+        assert_eq!(store.end_redo().await.unwrap(), 3);
+        // Not logged: after the end.
+        let expected = all_entries(&store.db);
+        store.commit(&message(&closed, 5, "too late")).unwrap();
+        let info = finish(copied, &redo, SCHEMA_VERSION, 1_000).unwrap();
+        assert!(info.redo_writes >= 3, "{} writes", info.redo_writes);
+
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(info.sha256, hex::encode(Sha256::digest(&bytes)));
+        let target = dst.path().join("data");
+        let counts = restore_dump(&target, &bytes[..], info.schema_version, info.id_floor).unwrap();
+        assert_eq!(counts, info.trees);
+        let restored = sled::open(&target).unwrap();
+        // Exactly the database as it was when the log stopped: the copy alone lacks messages 3
+        // and 4 and still has the open-index key.
+        assert_eq!(all_entries(&restored), expected);
+        drop(restored);
+        let reopened = Store::open(&StoreConfig::new(&target)).unwrap();
+        assert_eq!(reopened.petition(1).unwrap().unwrap().last_seq, 4);
+        assert_eq!(reopened.entries(1, 0, 10).unwrap().len(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dump_does_not_hold_up_commits() {
+        let src = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(src.path())).unwrap();
+        let p = Petition {
+            id: 1,
+            resident_id: 100,
+            assignee_id: 7,
+            community_id: 3,
+            grid_id: 12,
+            state: PetitionState::Submitted as i32,
+            ..Default::default()
+        };
+        store.commit(&message(&p, 1, "before")).unwrap();
+        let redo = src.path().join("db.lxredo");
+        store.begin_redo(&redo).await.unwrap();
+        // While the log runs (as while the trees are copied), commits are served.
+        let committed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            store.commit_durable(message(&p, 2, "during")),
+        )
+        .await;
+        assert!(matches!(committed, Ok(Ok(crate::CommitResult::Done(_)))));
+        assert_eq!(store.end_redo().await.unwrap(), 1);
+        // A failed dump leaves no log running and no log file.
+        let err = store
+            .dump_consistent(src.path().join("no-such-dir").join("db.lxdump"))
+            .await;
+        assert!(err.is_err());
+        assert!(store.writer.redo().lock().unwrap().is_none());
+        assert!(!src.path().join("no-such-dir").join("db.lxredo").exists());
     }
 
     #[test]

@@ -102,6 +102,22 @@ pub(crate) struct Writer {
     floors: Arc<Floors>,
     /// Why the last group flush failed; `None` once one succeeds again.
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Where groups log their writes while a backup runs.
+    redo: RedoSlot,
+}
+
+/// The redo log of a running backup, if one runs; only the writer thread touches it (in groups
+/// and in exclusive jobs), so its lock is never contended.
+pub(crate) type RedoSlot = Arc<std::sync::Mutex<Option<RedoLog>>>;
+
+/// Every write applied to the keyspace since a backup began, as redo records in a file.
+pub(crate) struct RedoLog {
+    /// The records so far.
+    pub(crate) file: std::io::BufWriter<std::fs::File>,
+    /// How many groups were logged.
+    pub(crate) groups: u64,
+    /// The first write error; the backup fails with it.
+    pub(crate) error: Option<std::io::Error>,
 }
 
 fn gone() -> StoreError {
@@ -121,8 +137,10 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let floors = Arc::new(Floors::default());
         let failure = Arc::new(std::sync::Mutex::new(None));
+        let redo = RedoSlot::default();
         let thread = WriterThread {
             failure: failure.clone(),
+            redo: redo.clone(),
             db,
             keyspace,
             cache: WriterCache::default(),
@@ -137,6 +155,7 @@ impl Writer {
             tx,
             floors,
             failure,
+            redo,
         })
     }
 
@@ -192,6 +211,11 @@ impl Writer {
         rx.await.map_err(|_| gone())?
     }
 
+    /// The redo slot, for backups.
+    pub(crate) fn redo(&self) -> &RedoSlot {
+        &self.redo
+    }
+
     /// Returns once a flush that started after this call has finished and a checkpoint was
     /// taken with it.
     pub(crate) async fn checkpoint(&self) -> Result<()> {
@@ -222,6 +246,8 @@ struct WriterThread {
     checkpoints: Option<crate::checkpoint::Checkpoints>,
     /// Why the last group flush failed, shared with the handles.
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// The redo log of a running backup.
+    redo: RedoSlot,
 }
 
 impl WriterThread {
@@ -264,12 +290,36 @@ impl WriterThread {
         tracing::debug!("storage writer stopped");
     }
 
+    /// Appends an applied group's writes to the running backup's redo log.
+    fn log_redo(&self, records: &[u8]) {
+        let mut slot = self
+            .redo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(log) = slot.as_mut()
+            && log.error.is_none()
+        {
+            log.groups += 1;
+            if let Err(e) = std::io::Write::write_all(&mut log.file, records) {
+                log.error = Some(e);
+            }
+        }
+    }
+
     /// Stages, applies and flushes one group, then answers everyone in it.
     fn group(&mut self, jobs: &mut Vec<Job>) {
         let span = tracing::trace_span!("group_commit", jobs = jobs.len(), writes = 0usize);
         let _enter = span.enter();
         self.cache.trim();
         let mut group = Group::default();
+        let logging = self
+            .redo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if logging {
+            group.redo = Some(Vec::new());
+        }
         let mut answers: Vec<(Reply, Result<CommitResult>)> = Vec::with_capacity(jobs.len());
         let mut waiters = Vec::new();
         let mut force_checkpoint = false;
@@ -294,7 +344,11 @@ impl WriterThread {
         } else {
             // Readers must not see the new events before the flush: floors first.
             self.floors.raise(&group.floors);
-            self.keyspace.apply_batch(group.batch)
+            let applied = self.keyspace.apply_batch(group.batch);
+            if let (Ok(()), Some(records)) = (&applied, group.redo) {
+                self.log_redo(&records);
+            }
+            applied
         };
         // A checkpoint marks the database first; the file follows once the mark is on disk.
         let checkpoint = match &mut self.checkpoints {

@@ -161,15 +161,24 @@ pub(crate) struct Group {
     idempotency: HashMap<Vec<u8>, Vec<u8>>,
     /// (account, newest cursor before this group) of every feed the group extends.
     pub(crate) floors: Vec<(u64, u64)>,
+    /// While a backup runs: every write of the group as redo records (`crate::backup`).
+    pub(crate) redo: Option<Vec<u8>>,
 }
 
 impl Group {
     fn put(&mut self, key: &[u8], value: impl Into<sled::IVec>) {
+        let value = value.into();
+        if let Some(redo) = &mut self.redo {
+            crate::backup::redo_put(redo, key, &value);
+        }
         self.batch.insert(key, value);
         self.writes += 1;
     }
 
     fn delete(&mut self, key: &[u8]) {
+        if let Some(redo) = &mut self.redo {
+            crate::backup::redo_delete(redo, key);
+        }
         self.batch.remove(key);
         self.writes += 1;
     }

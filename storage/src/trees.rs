@@ -11,6 +11,9 @@ use crate::{Result, StoreError};
 /// Metadata key holding the schema version (u64, big-endian).
 pub const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 
+/// The name of the petition keyspace tree ([`Trees::petition_keyspace`]).
+pub const PETITION_KEYSPACE: &str = "petition_keyspace";
+
 /// Metadata key holding the id base of a restored database (u64, big-endian): new ids are
 /// sled's counter plus this, so they stay above every id of the backup.
 pub const META_ID_BASE: &[u8] = b"id_base";

@@ -1,6 +1,6 @@
-//! Drives N text messages through the real message path, in process: [`County::petition`] → grid
-//! actor → petition actor → the storage writer (group commit and flush, on a store in a temporary
-//! folder) → the hub, which queues each event for a live session of every recipient (drained by
+//! Drives N text messages through the real message path, in process: [`County::petition`] → the
+//! petition actor (through its grid actor only for the request that starts it) → the storage
+//! writer (group commit and flush, on a store in a temporary folder) → the hub, which queues each event for a live session of every recipient (drained by
 //! one task per session, as the server's sessions do). No sockets and no frames: what is left is
 //! the domain's and storage's CPU per durable message.
 //!

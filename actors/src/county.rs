@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::board::{BoardActor, BoardMsg};
 use crate::clock::SharedClock;
@@ -138,9 +138,10 @@ struct Inner {
     settings: DomainSettings,
     /// Grid actors by grid id.
     grids: RwLock<HashMap<u64, ActorRef<GridMsg>>>,
-    /// Petitions whose actor is running, with its grid and id: requests to them are routed
-    /// without reading the petition from storage (the actor checks access on its own copy).
-    live: DashMap<u64, (u64, ractor::ActorId)>,
+    /// Petitions whose actor is running: requests to them go straight to the actor, without
+    /// reading the petition from storage or passing through the grid actor (the petition actor
+    /// checks access on its own copy).
+    live: DashMap<u64, LivePetition>,
     /// Deadline policies.
     policies: Policies,
     /// The supervisor actor, once started.
@@ -153,6 +154,15 @@ struct Inner {
     board_active: AtomicBool,
     /// Where bad reviews go (the webhook), once someone listens.
     bad_reviews: RwLock<Option<tokio::sync::mpsc::UnboundedSender<BadReview>>>,
+}
+
+/// A running petition actor, as the county routes to it.
+#[derive(Clone)]
+struct LivePetition {
+    /// The actor.
+    actor: ActorRef<PetitionMsg>,
+    /// Messages sent to it, shared with its grid (which lets it stop only when all were handled).
+    sent: Arc<AtomicU64>,
 }
 
 /// A dissatisfied rating (差评), as stored, for those who act on it (the webhook).
@@ -588,9 +598,9 @@ impl County {
     ) -> DomainResult<PetitionReply> {
         let mut last = DomainError::Unavailable("no attempt".into());
         for _ in 0..3 {
-            let live = self.0.live.get(&petition_id).map(|entry| entry.0);
-            let grid_id = match live {
-                Some(grid_id) => grid_id,
+            let live = self.0.live.get(&petition_id).map(|entry| entry.clone());
+            let result = match live {
+                Some(live) => Box::pin(self.call_live(petition_id, &live, who, &request)).await,
                 None => {
                     let p = self
                         .store()
@@ -599,45 +609,94 @@ impl County {
                     if !access::can_view(&p, &who.caller) {
                         return Err(DomainError::no_petition(petition_id));
                     }
-                    p.grid_id
+                    let (who, request) = (who.clone(), request.clone());
+                    Box::pin(self.call_grid(p.grid_id, |reply| GridMsg::Route {
+                        petition_id,
+                        msg: PetitionMsg::Call(PetitionCall {
+                            caller: who,
+                            request,
+                            reply,
+                        }),
+                    }))
+                    .await
+                    .and_then(|r| r)
                 }
             };
-            let (who, request) = (who.clone(), request.clone());
-            let result = self
-                .call_grid(grid_id, |reply| GridMsg::Route {
-                    petition_id,
-                    msg: PetitionMsg::Call(PetitionCall {
-                        caller: who,
-                        request,
-                        reply,
-                    }),
-                })
-                .await;
             match result {
-                Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(DomainError::Unavailable(m))) | Err(DomainError::Unavailable(m)) => {
-                    // The actor moved grids, closed, or crashed mid-request: look again, in
-                    // storage.
-                    self.0
-                        .live
-                        .remove_if(&petition_id, |_, (grid, _)| *grid == grid_id);
+                Ok(reply) => return Ok(reply),
+                Err(DomainError::Unavailable(m)) => {
+                    // The actor moved grids, closed, stopped or crashed mid-request: look again,
+                    // in storage.
                     last = DomainError::Unavailable(m);
                 }
-                Ok(Err(e)) | Err(e) => return Err(e),
+                Err(e) => return Err(e),
             }
         }
         Err(last)
     }
 
-    /// Records that a petition's actor runs under a grid (the actor calls this as it starts).
-    pub(crate) fn petition_live(&self, petition_id: u64, grid_id: u64, actor: ractor::ActorId) {
-        self.0.live.insert(petition_id, (grid_id, actor));
+    /// Sends a request straight to a running petition actor. An actor that stopped meanwhile
+    /// (idle, closed, moved) drops the request unhandled; the answer is then `Unavailable` and the
+    /// entry is forgotten, so that the caller's next attempt goes through storage and the grid.
+    async fn call_live(
+        &self,
+        petition_id: u64,
+        live: &LivePetition,
+        who: &CallerInfo,
+        request: &PetitionRequest,
+    ) -> DomainResult<PetitionReply> {
+        let (who, request) = (who.clone(), request.clone());
+        live.sent.fetch_add(1, Ordering::AcqRel);
+        let result = live
+            .actor
+            .call(
+                |reply| {
+                    PetitionMsg::Call(PetitionCall {
+                        caller: who,
+                        request,
+                        reply,
+                    })
+                },
+                Some(self.0.settings.call_timeout),
+            )
+            .await;
+        let failed = match result {
+            Ok(CallResult::Success(Err(DomainError::Unavailable(m)))) => m,
+            Ok(CallResult::Success(reply)) => return reply,
+            Ok(CallResult::Timeout) => "petition timed out".into(),
+            Ok(CallResult::SenderError) => "petition actor stopped".into(),
+            Err(e) => {
+                // Never delivered: the grid must not wait for it before it lets the actor stop.
+                live.sent.fetch_sub(1, Ordering::AcqRel);
+                e.to_string()
+            }
+        };
+        let id = live.actor.get_id();
+        self.0
+            .live
+            .remove_if(&petition_id, |_, l| l.actor.get_id() == id);
+        Err(DomainError::Unavailable(failed))
+    }
+
+    /// Records that a petition's actor runs (the actor calls this as it starts), with the count
+    /// of messages sent to it that it shares with its grid.
+    pub(crate) fn petition_live(
+        &self,
+        petition_id: u64,
+        actor: ActorRef<PetitionMsg>,
+        sent: Arc<AtomicU64>,
+    ) {
+        self.0
+            .live
+            .insert(petition_id, LivePetition { actor, sent });
     }
 
     /// Forgets a petition's actor, if it is still the one recorded (called as it stops, or when
     /// its petition moves to another grid).
     pub(crate) fn petition_gone(&self, petition_id: u64, actor: ractor::ActorId) {
-        self.0.live.remove_if(&petition_id, |_, (_, a)| *a == actor);
+        self.0
+            .live
+            .remove_if(&petition_id, |_, l| l.actor.get_id() == actor);
     }
 
     /// Makes a petition's actor panic (for tests of supervision; only with the

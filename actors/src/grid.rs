@@ -4,6 +4,8 @@
 //! storage by the next request, and nothing else is touched.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lianxin_protocol::v1::{
@@ -92,13 +94,14 @@ pub enum GridMsg {
     },
 }
 
-/// A running petition actor and the messages the grid has routed to it.
+/// A running petition actor and the messages routed to it.
 #[derive(Debug)]
 struct Running {
     /// The actor.
     actor: ActorRef<PetitionMsg>,
-    /// Messages routed to it.
-    sent: u64,
+    /// Messages routed to it, by this grid or straight by the county (shared with the county's
+    /// map of live petitions).
+    sent: Arc<AtomicU64>,
 }
 
 /// State of a grid actor.
@@ -232,7 +235,7 @@ fn passivate(state: &mut GridActorState, petition_id: u64, actor: ractor::ActorI
     let idle = state
         .petitions
         .get(&petition_id)
-        .is_some_and(|r| r.actor.get_id() == actor && r.sent == handled);
+        .is_some_and(|r| r.actor.get_id() == actor && r.sent.load(Ordering::Acquire) == handled);
     if !idle {
         return;
     }
@@ -273,11 +276,9 @@ async fn route(
     msg: PetitionMsg,
 ) {
     if let Some(running) = state.petitions.get_mut(&petition_id) {
+        running.sent.fetch_add(1, Ordering::AcqRel);
         match running.actor.send_message(msg) {
-            Ok(()) => {
-                running.sent += 1;
-                return;
-            }
+            Ok(()) => return,
             Err(ractor::MessagingErr::SendErr(msg)) => {
                 // The actor is stopping; start a fresh one below.
                 state.petitions.remove(&petition_id);
@@ -298,22 +299,22 @@ async fn start_and_send(
     petition_id: u64,
     msg: PetitionMsg,
 ) {
+    let sent = Arc::new(AtomicU64::new(0));
     let args = PetitionArgs {
         county: state.county.clone(),
         petition_id,
         grid_id: state.grid.id,
         grid: myself.clone(),
+        sent: sent.clone(),
     };
     match Actor::spawn_linked(None, PetitionActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {
             metrics::gauge!("lianxin_petition_actors").increment(1.0);
-            let sent = match actor.send_message(msg) {
-                Ok(()) => 1,
-                Err(e) => {
-                    tracing::warn!(petition = petition_id, error = %e, "new petition actor refused a message");
-                    0
-                }
-            };
+            sent.fetch_add(1, Ordering::AcqRel);
+            if let Err(e) = actor.send_message(msg) {
+                sent.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(petition = petition_id, error = %e, "new petition actor refused a message");
+            }
             state.petitions.insert(petition_id, Running { actor, sent });
         }
         Err(e) => {

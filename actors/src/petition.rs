@@ -159,6 +159,9 @@ pub struct PetitionArgs {
     pub grid_id: u64,
     /// The grid actor, which it asks to be stopped when idle.
     pub grid: ActorRef<GridMsg>,
+    /// Messages routed to the actor (by the grid, or straight by the county); the grid compares
+    /// it with the messages handled before it lets the actor stop.
+    pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// State of a petition actor.
@@ -172,7 +175,7 @@ pub struct PetitionActorState {
     grid_id: u64,
     /// That grid's actor.
     grid: ActorRef<GridMsg>,
-    /// Messages from the grid handled so far (the grid counts those it sent).
+    /// Requests handled so far (the grid and the county count those they send in `sent`).
     handled: u64,
     /// When the last message from the grid was handled (or the actor started).
     last_active: tokio::time::Instant,
@@ -208,7 +211,7 @@ impl Actor for PetitionActor {
         }
         tracing::debug!(petition = petition.id, "petition actor started");
         args.county
-            .petition_live(petition.id, args.grid_id, myself.get_id());
+            .petition_live(petition.id, myself.clone(), args.sent.clone());
         if let Some(idle) = args.county.settings().petition_idle {
             myself.send_after(idle, || PetitionMsg::IdleCheck);
         }

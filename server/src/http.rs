@@ -17,6 +17,10 @@ use lianxin_protocol::v1::ErrorCode;
 use crate::auth;
 use crate::session::{self, AppState, PreAuth};
 
+/// Bytes of queued frames a WebSocket holds before it writes them out without waiting for the
+/// session's flush.
+const WRITE_BUFFER_BYTES: usize = 4096;
+
 /// State of the HTTP handlers.
 #[derive(Clone)]
 pub struct HttpState {
@@ -96,11 +100,13 @@ async fn ws(
         }
     }
     let limits = &app.config.limits;
-    // Small buffers: memory per idle connection is what lets one node hold many of them.
+    // Small buffers: memory per idle connection is what lets one node hold many of them. Frames
+    // the session queues collect up to the write buffer size and leave with its flush, so that
+    // a reply and the events ready with it take one write.
     upgrade
         .protocols([lianxin_protocol::SUBPROTOCOL])
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(4).max(256 * 1024))
         .max_message_size(limits.max_frame_bytes.saturating_mul(2))
         .max_frame_size(limits.max_frame_bytes.saturating_mul(2))

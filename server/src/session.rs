@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use lianxin_actors::county::{County, caller_of};
 use lianxin_actors::error::DomainError;
 use lianxin_actors::hub::{Push, Registration};
@@ -146,6 +146,8 @@ struct Session {
     opened: tokio::time::Instant,
     /// The request rate limit.
     requests: RequestLimit,
+    /// Frames were queued on the socket since its last flush.
+    unflushed: bool,
     /// After a refusal for the rate, nothing more is read from the socket until then.
     reads_paused_until: Option<tokio::time::Instant>,
 }
@@ -179,6 +181,7 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
             peer,
             opened: tokio::time::Instant::now(),
             requests,
+            unflushed: false,
             reads_paused_until: None,
         };
         let mut ending = None;
@@ -206,6 +209,27 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n.max(1))
+}
+
+/// Live events queued at once after a step of the main loop, before the write.
+const DRAIN_AT_ONCE: usize = 64;
+
+/// The outcome of a timed write: a failed socket ends the session silently, a timeout ends it as
+/// a slow consumer.
+fn slow_consumer(
+    outcome: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), Option<Ending>> {
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => {
+            metrics::counter!("lianxin_slow_consumer_total").increment(1);
+            Err(Some(Ending {
+                code: close::SLOW_CONSUMER,
+                reason: "slow consumer: resume from your cursor",
+            }))
+        }
+    }
 }
 
 impl Session {
@@ -343,23 +367,49 @@ impl Session {
                     return Some(Ending { code: close::GOING_AWAY, reason: "server shutting down" });
                 }
             }
+            // What this step queued, with the live events already waiting, leaves in one write.
+            if let Err(e) = self.flush_out().await {
+                return e;
+            }
         }
     }
 
-    /// Sends one frame, closing the connection as a slow consumer if it cannot be written in time.
+    /// Sends one frame (and every frame queued before it), closing the connection as a slow
+    /// consumer if it cannot be written in time.
     async fn send(&mut self, msg: Message) -> Result<(), Option<Ending>> {
         let timeout = secs(self.limits().send_timeout_secs);
-        match tokio::time::timeout(timeout, self.ws.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(None),
-            Err(_) => {
-                metrics::counter!("lianxin_slow_consumer_total").increment(1);
-                Err(Some(Ending {
-                    code: close::SLOW_CONSUMER,
-                    reason: "slow consumer: resume from your cursor",
-                }))
-            }
+        self.unflushed = false;
+        slow_consumer(tokio::time::timeout(timeout, self.ws.send(msg)).await)
+    }
+
+    /// Queues one frame; it is written with the next [`Session::flush_out`] (or sooner, once the
+    /// queued frames pass the WebSocket's write buffer size). Replies and events go this way, so
+    /// that frames ready together leave in one write.
+    async fn feed(&mut self, msg: Message) -> Result<(), Option<Ending>> {
+        let timeout = secs(self.limits().send_timeout_secs);
+        self.unflushed = true;
+        slow_consumer(tokio::time::timeout(timeout, self.ws.feed(msg)).await)
+    }
+
+    /// Queues the live events that are already waiting (up to [`DRAIN_AT_ONCE`]), then writes
+    /// everything queued. Called after every step of the main loop.
+    async fn flush_out(&mut self) -> Result<(), Option<Ending>> {
+        for _ in 0..DRAIN_AT_ONCE {
+            let Some(push) = self
+                .authed
+                .as_mut()
+                .and_then(|a| a.registration.rx.try_recv().ok())
+            else {
+                break;
+            };
+            self.on_push(Some(push)).await?;
         }
+        if !self.unflushed {
+            return Ok(());
+        }
+        let timeout = secs(self.limits().send_timeout_secs);
+        self.unflushed = false;
+        slow_consumer(tokio::time::timeout(timeout, self.ws.flush()).await)
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame, wire: Wire) -> Result<(), Option<Ending>> {
@@ -384,7 +434,7 @@ impl Session {
                 }
             },
         };
-        self.send(msg).await
+        self.feed(msg).await
     }
 
     async fn on_message(&mut self, msg: Message) -> Result<(), Option<Ending>> {
@@ -958,7 +1008,7 @@ impl Session {
                 }
             },
         };
-        self.send(msg).await?;
+        self.feed(msg).await?;
         self.cursor = Some(cursor);
         metrics::counter!("lianxin_events_out_total").increment(1);
         Ok(())

@@ -13,7 +13,7 @@
 //! ([`Floors`]), so that a session never delivers an event that a crash could take back.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, OnceLock, RwLock, mpsc};
 
 use tokio::sync::oneshot;
 
@@ -41,9 +41,67 @@ enum Job {
     Exclusive(Box<dyn FnOnce() + Send>),
 }
 
+/// The answers of one group to async callers, handed to the runtime in one message.
+type Answers = Vec<(oneshot::Sender<Result<CommitResult>>, Result<CommitResult>)>;
+
+/// A task on the callers' runtime that hands out each group's answers. Waking a task from the
+/// writer thread (a thread outside the runtime) takes the runtime's shared queue and often a
+/// futex wake of a parked worker; the writer wakes this one task once per group, and it wakes
+/// the group's callers from inside the runtime, where that is cheap.
+#[derive(Default)]
+struct Answerer(
+    OnceLock<(
+        tokio::runtime::Id,
+        tokio::sync::mpsc::UnboundedSender<Answers>,
+    )>,
+);
+
+impl Answerer {
+    /// Starts the task on the current runtime, once; whether the caller's answer may go through
+    /// it (the caller is on the task's runtime: a caller on another one answers directly, since
+    /// the task's runtime may not be running).
+    fn start(&self) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let (id, _) = self.0.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Answers>();
+            runtime.spawn(async move {
+                while let Some(answers) = rx.recv().await {
+                    for (tx, result) in answers {
+                        let _ = tx.send(result);
+                    }
+                }
+            });
+            (runtime.id(), tx)
+        });
+        *id == runtime.id()
+    }
+
+    /// Hands a group's answers to the task; answers them here if it is gone (its runtime shut
+    /// down) or was never started.
+    fn answer(&self, answers: Answers) {
+        if answers.is_empty() {
+            return;
+        }
+        let answers = match self.0.get() {
+            Some((_, tx)) => match tx.send(answers) {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(answers)) => answers,
+            },
+            None => answers,
+        };
+        for (tx, result) in answers {
+            let _ = tx.send(result);
+        }
+    }
+}
+
 /// Where the writer answers a commit.
 enum Reply {
-    /// An async caller, answered after the group's flush.
+    /// An async caller, answered after the group's flush through the [`Answerer`].
+    Batched(oneshot::Sender<Result<CommitResult>>),
+    /// An async caller on another runtime than the answerer's, answered after the group's flush.
     Async(oneshot::Sender<Result<CommitResult>>),
     /// A blocked thread, answered after the group's flush.
     Blocking(mpsc::SyncSender<Result<CommitResult>>),
@@ -53,7 +111,7 @@ impl Reply {
     fn send(self, result: Result<CommitResult>) {
         // A caller that went away no longer needs its answer.
         let _ = match self {
-            Reply::Async(tx) => tx.send(result).map_err(|_| ()),
+            Reply::Batched(tx) | Reply::Async(tx) => tx.send(result).map_err(|_| ()),
             Reply::Blocking(tx) => tx.send(result).map_err(|_| ()),
         };
     }
@@ -102,6 +160,8 @@ pub(crate) struct Writer {
     floors: Arc<Floors>,
     /// Why the last group flush failed; `None` once one succeeds again.
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Hands the async callers' answers out on their runtime.
+    answerer: Arc<Answerer>,
     /// Where groups log their writes while a backup runs.
     redo: RedoSlot,
 }
@@ -138,9 +198,11 @@ impl Writer {
         let floors = Arc::new(Floors::default());
         let failure = Arc::new(std::sync::Mutex::new(None));
         let redo = RedoSlot::default();
+        let answerer = Arc::new(Answerer::default());
         let thread = WriterThread {
             failure: failure.clone(),
             redo: redo.clone(),
+            answerer: answerer.clone(),
             db,
             keyspace,
             cache: WriterCache::default(),
@@ -155,6 +217,7 @@ impl Writer {
             tx,
             floors,
             failure,
+            answerer,
             redo,
         })
     }
@@ -174,11 +237,16 @@ impl Writer {
 
     /// Applies a commit and returns once it is on disk.
     pub(crate) async fn commit_durable(&self, commit: Commit) -> Result<CommitResult> {
+        let batched = self.answerer.start();
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Job::Commit {
                 commit: Box::new(commit),
-                reply: Reply::Async(tx),
+                reply: if batched {
+                    Reply::Batched(tx)
+                } else {
+                    Reply::Async(tx)
+                },
             })
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
@@ -246,6 +314,8 @@ struct WriterThread {
     checkpoints: Option<crate::checkpoint::Checkpoints>,
     /// Why the last group flush failed, shared with the handles.
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Hands the async callers' answers out on their runtime.
+    answerer: Arc<Answerer>,
     /// The redo log of a running backup.
     redo: RedoSlot,
 }
@@ -386,13 +456,19 @@ impl WriterThread {
             // The data is on disk all the same; only the guard lags.
             tracing::error!(error = %e, "writing the checkpoint file failed");
         }
+        let mut to_runtime = Vec::with_capacity(answers.len());
         for (reply, result) in answers {
-            reply.send(match (&outcome, result) {
+            let result = match (&outcome, result) {
                 (Ok(()), result) => result,
                 (Err(e), Ok(_)) => Err(StoreError::Engine(e.clone())),
                 (Err(_), Err(e)) => Err(e),
-            });
+            };
+            match reply {
+                Reply::Batched(tx) => to_runtime.push((tx, result)),
+                direct => direct.send(result),
+            }
         }
+        self.answerer.answer(to_runtime);
         for waiter in waiters {
             let _ = waiter.send(outcome.clone().map_err(StoreError::Engine));
         }
@@ -419,6 +495,42 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(store.meta_get("k49").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn async_callers_are_answered_on_any_runtime() {
+        let store = Store::temporary().unwrap();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        // The first async caller starts the answering task on its runtime.
+        first.block_on(async {
+            store
+                .commit_durable(crate::Commit::default())
+                .await
+                .unwrap()
+        });
+        // That runtime is not driven now: callers on another one are answered all the same.
+        let second = runtime();
+        second.block_on(async {
+            store
+                .commit_durable(crate::Commit::default())
+                .await
+                .unwrap()
+        });
+        drop(first);
+        second.block_on(async {
+            store
+                .commit_durable(crate::Commit::default())
+                .await
+                .unwrap()
+        });
+        // Blocking callers never depend on a runtime.
+        store.commit(&crate::Commit::default()).unwrap();
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Schema migrations that move data between trees (run at open, before the writer starts).
 
 use crate::Result;
-use crate::trees::MERGED_IN_V3;
+use crate::packed::{self, ENTRIES_PER_KEY, EVENTS_PER_KEY};
+use crate::trees::{MERGED_IN_V3, ks, pkey_u64, pkey2};
 
 /// Keys copied per batch while migrating.
 const KEYS_PER_BATCH: usize = 10_000;
@@ -61,6 +62,76 @@ pub(crate) fn drop_merged_trees(db: &sled::Db) -> Result<()> {
     Ok(())
 }
 
+/// Schema 4 → 5: copies every timeline entry (`ks::ENTRY`) and feed event (`ks::FEED`) into the
+/// packed chunks of `ks::TIMELINE` and `ks::FEED_PACK` (values unchanged, each at its place in
+/// its chunk). Reads in key order, so each chunk is built whole and written once; copying again
+/// after a crash writes the same chunks. The old keys are deleted only once version 5 is on disk
+/// ([`drop_v4_keys`]). Returns the entries and events copied.
+pub(crate) fn pack_v4(keyspace: &sled::Tree) -> Result<(usize, usize)> {
+    let entries = pack_prefix(keyspace, ks::ENTRY, ks::TIMELINE, ENTRIES_PER_KEY)?;
+    let events = pack_prefix(keyspace, ks::FEED, ks::FEED_PACK, EVENTS_PER_KEY)?;
+    Ok((entries, events))
+}
+
+/// Packs the (id, number) → value keys under `from` into chunks under `to`.
+fn pack_prefix(keyspace: &sled::Tree, from: u8, to: u8, per_key: u64) -> Result<usize> {
+    let mut copied = 0;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    let mut current: Option<((u64, u64), Vec<u8>)> = None;
+    for item in keyspace.scan_prefix([from]) {
+        let (k, v) = item?;
+        let (id, n) = (pkey_u64(&k, 0)?, pkey_u64(&k, 1)?);
+        let (chunk, pos) = packed::locate(n, per_key);
+        if current.as_ref().is_some_and(|(at, _)| *at != (id, chunk)) {
+            if let Some(((cid, cchunk), value)) = current.take() {
+                batch.insert(&pkey2(to, cid, cchunk)[..], value);
+                in_batch += 1;
+            }
+            if in_batch >= KEYS_PER_BATCH / 10 {
+                keyspace.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        let (_, value) = current.get_or_insert_with(|| ((id, chunk), Vec::new()));
+        packed::place(value, pos, &v)?;
+        copied += 1;
+    }
+    if let Some(((cid, cchunk), value)) = current {
+        batch.insert(&pkey2(to, cid, cchunk)[..], value);
+    }
+    keyspace.apply_batch(batch)?;
+    Ok(copied)
+}
+
+/// Deletes the one-key-per-record timelines and feeds of schema 4, where any are left.
+pub(crate) fn drop_v4_keys(db: &sled::Db, keyspace: &sled::Tree) -> Result<()> {
+    let mut dropped = 0usize;
+    for prefix in [ks::ENTRY, ks::FEED] {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in keyspace.scan_prefix([prefix]).take(KEYS_PER_BATCH) {
+                batch.remove(item?.0);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            keyspace.apply_batch(batch)?;
+            dropped += n;
+        }
+    }
+    if dropped > 0 {
+        db.flush()?;
+        tracing::info!(
+            keys = dropped,
+            "schema 5: the unpacked timelines and feeds deleted"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -70,7 +141,7 @@ mod tests {
     };
     use prost::Message;
 
-    use crate::trees::{MERGED_IN_V3, META_SCHEMA_VERSION, key_bytes, key1, key2, key3};
+    use crate::trees::{MERGED_IN_V3, META_SCHEMA_VERSION, key_bytes, key1, key2, key3, ks, pkey2};
     use crate::{Commit, CommitResult, SCHEMA_VERSION, Store, StoreConfig};
 
     fn text(seq: u64, s: &str) -> Entry {
@@ -196,6 +267,130 @@ mod tests {
         assert_eq!(store.read_marks(1).unwrap().len(), 1);
     }
 
+    /// Writes a schema 4 database: one key per timeline entry and per feed event (40 entries,
+    /// each announced to account 100 by reference, and 40 whole events to account 101).
+    fn write_v4(path: &std::path::Path) -> (Vec<Entry>, Vec<Vec<u8>>) {
+        let db = sled::Config::new().path(path).open().unwrap();
+        let ks_tree = db.open_tree("petition_keyspace").unwrap();
+        let mut entries = Vec::new();
+        let mut whole = Vec::new();
+        for seq in 1..=40u64 {
+            let e = text(seq, &format!("第{seq}条"));
+            ks_tree
+                .insert(pkey2(ks::ENTRY, 1, seq), e.encode_to_vec())
+                .unwrap();
+            let r = crate::feed::FeedRef {
+                petition_id: 1,
+                seq,
+                state: PetitionState::Submitted as i32,
+                assignee_id: 7,
+            };
+            ks_tree
+                .insert(pkey2(ks::FEED, 100, seq), r.encode(e.at_ms))
+                .unwrap();
+            let ev = Event {
+                cursor: seq,
+                at_ms: e.at_ms,
+                kind: Some(added(&e)),
+            }
+            .encode_to_vec();
+            ks_tree
+                .insert(pkey2(ks::FEED, 101, seq), ev.clone())
+                .unwrap();
+            entries.push(e);
+            whole.push(ev);
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .insert(META_SCHEMA_VERSION, &4u64.to_be_bytes()[..])
+            .unwrap();
+        db.flush().unwrap();
+        (entries, whole)
+    }
+
+    fn old_keys(store: &Store) -> usize {
+        [ks::ENTRY, ks::FEED]
+            .iter()
+            .map(|p| store.keyspace().scan_prefix([*p]).count())
+            .sum()
+    }
+
+    #[test]
+    fn a_v4_database_opens_packed_with_every_entry_and_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entries, whole) = write_v4(dir.path());
+        let config = StoreConfig::new(dir.path());
+        let check = |store: &Store| {
+            assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+            assert_eq!(store.entries(1, 0, 100).unwrap(), entries);
+            assert_eq!(store.entries(1, 17, 2).unwrap(), entries[17..19]);
+            assert_eq!(store.feed_head(100).unwrap(), 40);
+            assert_eq!(store.feed_head(101).unwrap(), 40);
+            let by_ref = store.feed_after(100, 0, 100).unwrap();
+            let stored_whole = store.feed_after(101, 0, 100).unwrap();
+            assert_eq!(by_ref.len(), 40);
+            for (i, (a, b)) in by_ref.iter().zip(&stored_whole).enumerate() {
+                assert_eq!(a.cursor, i as u64 + 1);
+                assert_eq!(
+                    &a.event[..],
+                    &whole[i][..],
+                    "by reference, cursor {}",
+                    a.cursor
+                );
+                assert_eq!(&b.event[..], &whole[i][..], "whole, cursor {}", b.cursor);
+            }
+            assert_eq!(old_keys(store), 0);
+        };
+        {
+            let store = Store::open(&config).unwrap();
+            check(&store);
+            // 40 entries in 3 keys, 80 events in 4.
+            let packed = |p: u8| store.keyspace().scan_prefix([p]).count();
+            assert_eq!((packed(ks::TIMELINE), packed(ks::FEED_PACK)), (3, 4));
+            // The feed goes on from its head, in the chunk it ends in.
+            let e = text(41, "续");
+            let c = Commit {
+                petition: Petition {
+                    id: 1,
+                    last_seq: 41,
+                    ..Default::default()
+                },
+                entries: vec![e.clone()],
+                feed: vec![(100, added(&e))],
+                ..Default::default()
+            };
+            let CommitResult::Done(items) = store.commit(&c).unwrap() else {
+                panic!("duplicate")
+            };
+            assert_eq!(items[0].cursor, 41);
+            assert_eq!(store.entries(1, 40, 10).unwrap(), [e]);
+        }
+        let store = Store::open(&config).unwrap();
+        assert_eq!(store.feed_head(100).unwrap(), 41);
+        assert_eq!(store.entries(1, 0, 100).unwrap().len(), 41);
+    }
+
+    #[test]
+    fn old_keys_left_by_a_crash_after_the_version_was_written_go_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entries, _) = write_v4(dir.path());
+        {
+            // As a crash would leave it: packed and version 5 on disk, old keys still there.
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let ks_tree = db.open_tree("petition_keyspace").unwrap();
+            super::pack_v4(&ks_tree).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes()[..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(old_keys(&store), 0);
+        assert_eq!(store.entries(1, 0, 100).unwrap(), entries);
+        assert_eq!(store.feed_after(100, 0, 100).unwrap().len(), 40);
+    }
+
     #[test]
     fn a_v2_database_opens_migrated_with_all_its_data() {
         let dir = tempfile::tempdir().unwrap();
@@ -241,6 +436,7 @@ mod tests {
         // Opening the migrated database again changes nothing.
         let store = Store::open(&config).unwrap();
         check(&store, &p);
+        assert_eq!(old_keys(&store), 0);
         assert_eq!(store.feed_head(100).unwrap(), 3);
     }
 }

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use prost::Message;
 
+use crate::packed::{self, ENTRIES_PER_KEY, EVENTS_PER_KEY};
 use crate::trees::{ks, pkey_bytes, pkey_u64, pkey1, pkey2, pkey3};
-use crate::{Result, Store};
+use crate::{Result, Store, StoreError};
 
 /// Everything one change to a petition writes, atomically.
 #[derive(Debug, Clone, Default)]
@@ -161,7 +162,13 @@ pub(crate) struct Group {
     idempotency: HashMap<Vec<u8>, Vec<u8>>,
     /// (account, newest cursor before this group) of every feed the group extends.
     pub(crate) floors: Vec<(u64, u64)>,
+    /// The packed chunks (`ks::TIMELINE`, `ks::FEED_PACK`) this group has written, as staged:
+    /// the next commit of the group appends to these, not to what the tree holds.
+    chunks: HashMap<ChunkKey, Vec<u8>>,
 }
+
+/// A packed chunk: its prefix, the petition or account, the chunk number.
+type ChunkKey = (u8, u64, u64);
 
 impl Group {
     fn put(&mut self, key: &[u8], value: impl Into<sled::IVec>) {
@@ -188,13 +195,36 @@ impl Group {
     }
 }
 
-/// The newest cursor stored in an account's feed (0 when empty).
+/// The newest cursor stored in an account's feed (0 when empty): the last item of its last chunk.
 pub(crate) fn stored_head(tree: &sled::Tree, account_id: u64) -> Result<u64> {
-    let range = pkey2(ks::FEED, account_id, 0)..=pkey2(ks::FEED, account_id, u64::MAX);
+    let range = pkey2(ks::FEED_PACK, account_id, 0)..=pkey2(ks::FEED_PACK, account_id, u64::MAX);
     match tree.range(range).next_back() {
-        Some(item) => pkey_u64(&item?.0, 1),
+        Some(item) => {
+            let (k, v) = item?;
+            let n = packed::count(&v)? as u64;
+            Ok((pkey_u64(&k, 1)? * EVENTS_PER_KEY + n).saturating_sub(1))
+        }
         None => Ok(0),
     }
+}
+
+/// The chunk `key` as the group left it, or as stored, or empty; looked up into `loaded` unless
+/// the group or `loaded` already has it.
+fn load_chunk(
+    tree: &sled::Tree,
+    g: &Group,
+    loaded: &mut Vec<(ChunkKey, Vec<u8>)>,
+    key: ChunkKey,
+) -> Result<()> {
+    if g.chunks.contains_key(&key) || loaded.iter().any(|(k, _)| *k == key) {
+        return Ok(());
+    }
+    let value = tree
+        .get(pkey2(key.0, key.1, key.2))?
+        .map(|v| v.to_vec())
+        .unwrap_or_default();
+    loaded.push((key, value));
+    Ok(())
 }
 
 /// The index keys of the stored petition, if there is one.
@@ -312,12 +342,38 @@ impl WriterCache {
             };
             heads.push((account, head));
         }
+        // The chunks the new entries and events go to, as they are now (usually one each).
+        let mut loaded: Vec<(ChunkKey, Vec<u8>)> = Vec::new();
+        for e in &c.entries {
+            let (chunk, _) = packed::locate(e.seq, ENTRIES_PER_KEY);
+            load_chunk(tree, g, &mut loaded, (ks::TIMELINE, p.id, chunk))?;
+        }
+        for &(account, head) in &heads {
+            // Only the chunk of the next cursor can hold events already; later ones are new.
+            let (chunk, pos) = packed::locate(head.saturating_add(1), EVENTS_PER_KEY);
+            if head > 0 && pos > 0 {
+                load_chunk(tree, g, &mut loaded, (ks::FEED_PACK, account, chunk))?;
+            }
+        }
+        // A damaged chunk is refused here, before anything is staged.
+        for (key, value) in &loaded {
+            packed::count(value).map_err(|e| StoreError::Corrupt(format!("chunk {key:?}: {e}")))?;
+        }
 
-        // Writes: from here on nothing fails.
+        // Writes: from here on nothing fails (the chunks were checked above).
+        g.chunks.extend(loaded);
+        let mut touched: Vec<ChunkKey> = Vec::new();
         let scratch = &mut self.scratch;
         g.put(&pkey1(ks::PETITION, p.id), stored(scratch, p));
         for e in &c.entries {
-            g.put(&pkey2(ks::ENTRY, p.id, e.seq), stored(scratch, e));
+            let (chunk, pos) = packed::locate(e.seq, ENTRIES_PER_KEY);
+            let key = (ks::TIMELINE, p.id, chunk);
+            let bytes = stored(scratch, e);
+            // Cannot fail: every chunk in `g.chunks` was read back whole above or built here.
+            let _ = packed::place(g.chunks.entry(key).or_default(), pos, &bytes);
+            if !touched.contains(&key) {
+                touched.push(key);
+            }
             // Every state change, rating, transfer, escalation and supervision step goes to the
             // audit log.
             if matches!(
@@ -391,15 +447,27 @@ impl WriterCache {
             let value = stored_event(scratch, cursor, c.at_ms, &kinds[at].1);
             // A new entry of this very commit is stored by reference: the feed keeps where the
             // entry is (and the state after it), not another copy of it.
-            match feed_ref(c, kind) {
-                Some(r) => g.put(&pkey2(ks::FEED, *account, cursor), r.encode(c.at_ms)),
-                None => g.put(&pkey2(ks::FEED, *account, cursor), value.clone()),
+            let (chunk, pos) = packed::locate(cursor, EVENTS_PER_KEY);
+            let key = (ks::FEED_PACK, *account, chunk);
+            let staged = g.chunks.entry(key).or_default();
+            let _ = match feed_ref(c, kind) {
+                Some(r) => packed::place(staged, pos, &r.encode(c.at_ms)),
+                None => packed::place(staged, pos, &value),
+            };
+            if !touched.contains(&key) {
+                touched.push(key);
             }
             items.push(FeedItem {
                 account_id: *account,
                 cursor,
                 event: Bytes::from_owner(value),
             });
+        }
+        for key in touched {
+            if let Some(value) = g.chunks.get(&key) {
+                let value = sled::IVec::from(&value[..]);
+                g.put(&pkey2(key.0, key.1, key.2), value);
+            }
         }
         if let (Some(key), Some(k)) = (idem_key, &c.idempotency) {
             g.put(&key, k.ack.as_slice());
@@ -473,13 +541,26 @@ impl Store {
 
     /// Up to `limit` timeline entries of a petition with a sequence number above `after_seq`.
     pub fn entries(&self, petition_id: u64, after_seq: u64, limit: usize) -> Result<Vec<Entry>> {
-        let start = pkey2(ks::ENTRY, petition_id, after_seq.saturating_add(1));
-        let end = pkey2(ks::ENTRY, petition_id, u64::MAX);
-        self.keyspace()
-            .range(start..=end)
-            .take(limit)
-            .map(|item| Ok(Entry::decode(&*item?.1)?))
-            .collect()
+        let first = after_seq.saturating_add(1);
+        let start = pkey2(ks::TIMELINE, petition_id, first / ENTRIES_PER_KEY);
+        let end = pkey2(ks::TIMELINE, petition_id, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.keyspace().range(start..=end) {
+            let (k, v) = item?;
+            let chunk = pkey_u64(&k, 1)?;
+            for (pos, bytes) in (0u64..).zip(packed::items(&v)) {
+                let bytes = bytes?;
+                let seq = chunk.saturating_mul(ENTRIES_PER_KEY).saturating_add(pos);
+                if seq < first || bytes.is_empty() {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(Entry::decode(bytes)?);
+            }
+        }
+        Ok(out)
     }
 
     /// The read marks of every participant of a petition.
@@ -683,12 +764,14 @@ mod tests {
         let CommitResult::Done(items) = store.commit(&c).unwrap() else {
             panic!("duplicate")
         };
-        let stored = |account, cursor| {
-            store
+        let stored = |account, cursor: u64| {
+            let (chunk, pos) = packed::locate(cursor, EVENTS_PER_KEY);
+            let value = store
                 .keyspace()
-                .get(pkey2(ks::FEED, account, cursor))
+                .get(pkey2(ks::FEED_PACK, account, chunk))
                 .unwrap()
-                .unwrap()
+                .unwrap();
+            packed::get(&value, pos).unwrap().unwrap().to_vec()
         };
         assert_eq!(stored(100, 1)[0], 0x01, "a reference");
         assert!(stored(100, 1).len() < 24, "{} bytes", stored(100, 1).len());
@@ -699,6 +782,62 @@ mod tests {
                 .feed_after(item.account_id, item.cursor - 1, 1)
                 .unwrap();
             assert_eq!(read[0].event, item.event, "account {}", item.account_id);
+        }
+    }
+
+    #[test]
+    fn long_timelines_and_feeds_span_chunks_and_read_back_in_pages() {
+        let store = Store::temporary().unwrap();
+        let mut all = Vec::new();
+        // 71 entries: one at a time, then commits of three (crossing chunk boundaries).
+        let mut seq = 0;
+        while seq < 70 {
+            let n = if seq < 20 { 1 } else { 3 };
+            let entries: Vec<Entry> = (seq + 1..=seq + n).map(|s| text(1, s, "x")).collect();
+            seq += n;
+            let feed = entries.iter().map(|e| (100, added(e))).collect();
+            store
+                .commit(&Commit {
+                    petition: petition(1, 7, PetitionState::Submitted, seq),
+                    entries: entries.clone(),
+                    feed,
+                    ..Default::default()
+                })
+                .unwrap();
+            all.extend(entries);
+        }
+        assert_eq!(all.len(), 71);
+        assert_eq!(store.entries(1, 0, 1000).unwrap(), all);
+        for (after, limit) in [
+            (0, 5),
+            (14, 3),
+            (15, 1),
+            (16, 20),
+            (31, 40),
+            (69, 5),
+            (70, 5),
+        ] {
+            let want: Vec<Entry> = all.iter().skip(after).take(limit).cloned().collect();
+            assert_eq!(
+                store.entries(1, after as u64, limit).unwrap(),
+                want,
+                "{after} {limit}"
+            );
+        }
+        assert_eq!(store.feed_head(100).unwrap(), 71);
+        for (after, limit) in [(0, 100), (30, 3), (31, 2), (63, 10), (69, 5), (71, 5)] {
+            let got = store.feed_after(100, after, limit).unwrap();
+            let want: Vec<u64> = (after + 1..=71).take(limit).collect();
+            let cursors: Vec<u64> = got.iter().map(|e| e.cursor).collect();
+            assert_eq!(cursors, want, "{after} {limit}");
+            for ev in got {
+                let Some(event::Kind::EntryAdded(a)) = Event::decode(&*ev.event).unwrap().kind
+                else {
+                    panic!("not an entry")
+                };
+                // Cursor k announced entry k.
+                assert_eq!(a.entry.unwrap().seq, ev.cursor);
+            }
         }
     }
 
@@ -993,8 +1132,12 @@ mod tests {
         let before = store.keyspace().len();
         p.last_seq = 2;
         message(&p, vec![100]);
-        // One entry and two feed events more; the indexes and participants are untouched.
-        assert_eq!(store.keyspace().len(), before + 3);
+        // No key more: the entry and both events join their chunks; the indexes and
+        // participants are untouched.
+        assert_eq!(store.keyspace().len(), before);
+        assert_eq!(store.entries(1, 0, 10).unwrap().len(), 2);
+        assert_eq!(store.feed_head(100).unwrap(), 2);
+        assert_eq!(store.feed_head(7).unwrap(), 2);
         assert_eq!(store.steps_due(1000, 10).unwrap(), vec![(900, 1)]);
         assert_eq!(store.assigned_to(7).unwrap().len(), 1);
         assert_eq!(store.open_petitions(5).unwrap().len(), 1);

@@ -31,7 +31,7 @@ pub mod directory;
 pub mod durability;
 pub mod feed;
 pub mod media;
-mod migrate;
+pub(crate) mod migrate;
 mod packed;
 pub mod petitions;
 pub mod records;

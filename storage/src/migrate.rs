@@ -68,40 +68,88 @@ pub(crate) fn drop_merged_trees(db: &sled::Db) -> Result<()> {
 /// after a crash writes the same chunks. The old keys are deleted only once version 5 is on disk
 /// ([`drop_v4_keys`]). Returns the entries and events copied.
 pub(crate) fn pack_v4(keyspace: &sled::Tree) -> Result<(usize, usize)> {
-    let entries = pack_prefix(keyspace, ks::ENTRY, ks::TIMELINE, ENTRIES_PER_KEY)?;
-    let events = pack_prefix(keyspace, ks::FEED, ks::FEED_PACK, EVENTS_PER_KEY)?;
+    let entries = pack_prefix(keyspace, ks::ENTRY)?;
+    let events = pack_prefix(keyspace, ks::FEED)?;
     Ok((entries, events))
 }
 
-/// Packs the (id, number) → value keys under `from` into chunks under `to`.
-fn pack_prefix(keyspace: &sled::Tree, from: u8, to: u8, per_key: u64) -> Result<usize> {
+/// Packs the keys under `from` (`ks::ENTRY` or `ks::FEED`) into their chunks.
+fn pack_prefix(keyspace: &sled::Tree, from: u8) -> Result<usize> {
     let mut copied = 0;
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
-    let mut current: Option<((u64, u64), Vec<u8>)> = None;
+    let mut packer = Packer::default();
     for item in keyspace.scan_prefix([from]) {
         let (k, v) = item?;
-        let (id, n) = (pkey_u64(&k, 0)?, pkey_u64(&k, 1)?);
-        let (chunk, pos) = packed::locate(n, per_key);
-        if current.as_ref().is_some_and(|(at, _)| *at != (id, chunk)) {
-            if let Some(((cid, cchunk), value)) = current.take() {
-                batch.insert(&pkey2(to, cid, cchunk)[..], value);
-                in_batch += 1;
-            }
+        if let Some((key, value)) = packer.add(&k, &v)? {
+            batch.insert(key, value);
+            in_batch += 1;
             if in_batch >= KEYS_PER_BATCH / 10 {
                 keyspace.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
             }
         }
-        let (_, value) = current.get_or_insert_with(|| ((id, chunk), Vec::new()));
-        packed::place(value, pos, &v)?;
         copied += 1;
     }
-    if let Some(((cid, cchunk), value)) = current {
-        batch.insert(&pkey2(to, cid, cchunk)[..], value);
+    if let Some((key, value)) = packer.finish() {
+        batch.insert(key, value);
     }
     keyspace.apply_batch(batch)?;
     Ok(copied)
+}
+
+/// A chunk being built: its key and value.
+type Chunk = (Vec<u8>, Vec<u8>);
+
+/// Packs schema 4's one-key-per-record timeline entries (`ks::ENTRY`) and feed events
+/// (`ks::FEED`), fed in key order, into the chunks of schema 5 (`ks::TIMELINE`,
+/// `ks::FEED_PACK`). Used by the migration and by a restore of an older dump, which thus writes
+/// a packed database directly.
+#[derive(Default)]
+pub(crate) struct Packer {
+    /// The chunk being filled: (prefix, id, chunk number) and its value.
+    current: Option<((u8, u64, u64), Vec<u8>)>,
+}
+
+impl Packer {
+    /// Whether a keyspace key of schema 4 is one the packer takes.
+    pub(crate) fn takes(key: &[u8]) -> bool {
+        matches!(key.first(), Some(&ks::ENTRY | &ks::FEED))
+    }
+
+    /// Adds a record (a key [`Packer::takes`]); returns the chunk it completed, if any.
+    pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Chunk>> {
+        let (to, per_key) = match key.first() {
+            Some(&ks::ENTRY) => (ks::TIMELINE, ENTRIES_PER_KEY),
+            Some(&ks::FEED) => (ks::FEED_PACK, EVENTS_PER_KEY),
+            _ => {
+                return Err(crate::StoreError::Corrupt(format!(
+                    "not a timeline or feed key: {key:?}"
+                )));
+            }
+        };
+        let (id, n) = (pkey_u64(key, 0)?, pkey_u64(key, 1)?);
+        let (chunk, pos) = packed::locate(n, per_key);
+        let at = (to, id, chunk);
+        let done = match &self.current {
+            Some((cur, _)) if *cur != at => self.finish_current(),
+            _ => None,
+        };
+        let (_, chunk_value) = self.current.get_or_insert_with(|| (at, Vec::new()));
+        packed::place(chunk_value, pos, value)?;
+        Ok(done)
+    }
+
+    fn finish_current(&mut self) -> Option<Chunk> {
+        self.current
+            .take()
+            .map(|((to, id, chunk), value)| (pkey2(to, id, chunk).to_vec(), value))
+    }
+
+    /// The last chunk, once every record was added.
+    pub(crate) fn finish(mut self) -> Option<Chunk> {
+        self.finish_current()
+    }
 }
 
 /// Deletes the one-key-per-record timelines and feeds of schema 4, where any are left.

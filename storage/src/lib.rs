@@ -47,8 +47,8 @@ pub use records::{AccountRecord, SessionRecord};
 /// 1: first layout. 2: community indexes. 3: the trees a petition commit writes merged into one
 /// keyspace tree (`trees::MERGED_IN_V3`), feed heads no longer stored. 4: a feed event announcing
 /// a new timeline entry is stored as a reference to the entry (`feed::FeedRef`), not a copy.
-/// 5: timelines and feeds packed, 16 entries or 32 events to a key (`packed`), because sled's
-/// resting memory follows the number of keys.
+/// 5: timelines, feeds and the audit log packed, 16 entries, 32 events or 16 audit records to a
+/// key (`packed`), because sled's resting memory follows the number of keys.
 pub const SCHEMA_VERSION: u64 = 5;
 
 /// Why a storage operation failed.
@@ -391,11 +391,13 @@ fn check_schema(db: &sled::Db, trees: &trees::Trees) -> Result<()> {
     }
     // 3 → 4 needs no rewrite: feeds written before keep whole events, which stay readable.
     if found < 5 {
-        let (entries, events) = migrate::pack_v4(&trees.petition_keyspace)?;
+        let (entries, events, audit) = migrate::pack_v4(&trees.petition_keyspace)?;
         tracing::info!(
             entries,
             events,
-            "schema 4 → 5: timelines and feeds packed, 16 entries or 32 events to a key"
+            audit,
+            "schema 4 → 5: timelines, feeds and the audit log packed, 16 entries, 32 events or 16 \
+             audit records to a key"
         );
     }
     if found < SCHEMA_VERSION {

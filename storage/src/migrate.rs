@@ -1,7 +1,7 @@
 //! Schema migrations that move data between trees (run at open, before the writer starts).
 
 use crate::Result;
-use crate::packed::{self, ENTRIES_PER_KEY, EVENTS_PER_KEY};
+use crate::packed::{self, AUDIT_BUCKET_MS, AUDIT_PER_KEY, ENTRIES_PER_KEY, EVENTS_PER_KEY};
 use crate::trees::{MERGED_IN_V3, ks, pkey_u64, pkey2};
 
 /// Keys copied per batch while migrating.
@@ -62,18 +62,19 @@ pub(crate) fn drop_merged_trees(db: &sled::Db) -> Result<()> {
     Ok(())
 }
 
-/// Schema 4 → 5: copies every timeline entry (`ks::ENTRY`) and feed event (`ks::FEED`) into the
-/// packed chunks of `ks::TIMELINE` and `ks::FEED_PACK` (values unchanged, each at its place in
-/// its chunk). Reads in key order, so each chunk is built whole and written once; copying again
+/// Schema 4 → 5: copies every timeline entry (`ks::ENTRY`), feed event (`ks::FEED`) and audit
+/// record (`ks::AUDIT`) into the packed chunks of `ks::TIMELINE`, `ks::FEED_PACK` and
+/// `ks::AUDIT_PACK` (values unchanged, each at its place in its chunk). Reads in key order, so each chunk is built whole and written once; copying again
 /// after a crash writes the same chunks. The old keys are deleted only once version 5 is on disk
 /// ([`drop_v4_keys`]). Returns the entries and events copied.
-pub(crate) fn pack_v4(keyspace: &sled::Tree) -> Result<(usize, usize)> {
+pub(crate) fn pack_v4(keyspace: &sled::Tree) -> Result<(usize, usize, usize)> {
     let entries = pack_prefix(keyspace, ks::ENTRY)?;
     let events = pack_prefix(keyspace, ks::FEED)?;
-    Ok((entries, events))
+    let audit = pack_prefix(keyspace, ks::AUDIT)?;
+    Ok((entries, events, audit))
 }
 
-/// Packs the keys under `from` (`ks::ENTRY` or `ks::FEED`) into their chunks.
+/// Packs the keys under `from` (`ks::ENTRY`, `ks::FEED` or `ks::AUDIT`) into their chunks.
 fn pack_prefix(keyspace: &sled::Tree, from: u8) -> Result<usize> {
     let mut copied = 0;
     let mut batch = sled::Batch::default();
@@ -101,42 +102,63 @@ fn pack_prefix(keyspace: &sled::Tree, from: u8) -> Result<usize> {
 /// A chunk being built: its key and value.
 type Chunk = (Vec<u8>, Vec<u8>);
 
-/// Packs schema 4's one-key-per-record timeline entries (`ks::ENTRY`) and feed events
-/// (`ks::FEED`), fed in key order, into the chunks of schema 5 (`ks::TIMELINE`,
-/// `ks::FEED_PACK`). Used by the migration and by a restore of an older dump, which thus writes
+/// Packs schema 4's one-key-per-record timeline entries (`ks::ENTRY`), feed events (`ks::FEED`)
+/// and audit records (`ks::AUDIT`), fed in key order, into the chunks of schema 5
+/// (`ks::TIMELINE`, `ks::FEED_PACK`, `ks::AUDIT_PACK`). Used by the migration and by a restore of an older dump, which thus writes
 /// a packed database directly.
 #[derive(Default)]
 pub(crate) struct Packer {
     /// The chunk being filled: (prefix, id, chunk number) and its value.
     current: Option<((u8, u64, u64), Vec<u8>)>,
+    /// Items in the current chunk.
+    items: usize,
 }
 
 impl Packer {
     /// Whether a keyspace key of schema 4 is one the packer takes.
     pub(crate) fn takes(key: &[u8]) -> bool {
-        matches!(key.first(), Some(&ks::ENTRY | &ks::FEED))
+        matches!(key.first(), Some(&ks::ENTRY | &ks::FEED | &ks::AUDIT))
     }
 
     /// Adds a record (a key [`Packer::takes`]); returns the chunk it completed, if any.
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Chunk>> {
-        let (to, per_key) = match key.first() {
-            Some(&ks::ENTRY) => (ks::TIMELINE, ENTRIES_PER_KEY),
-            Some(&ks::FEED) => (ks::FEED_PACK, EVENTS_PER_KEY),
+        let (id, n) = (pkey_u64(key, 0)?, pkey_u64(key, 1)?);
+        let (at, pos) = match key.first() {
+            Some(&ks::ENTRY) => {
+                let (chunk, pos) = packed::locate(n, ENTRIES_PER_KEY);
+                ((ks::TIMELINE, id, chunk), pos)
+            }
+            Some(&ks::FEED) => {
+                let (chunk, pos) = packed::locate(n, EVENTS_PER_KEY);
+                ((ks::FEED_PACK, id, chunk), pos)
+            }
+            // (time, petition, seq): the hour's records in key order, 16 to a chunk.
+            Some(&ks::AUDIT) => {
+                let hour = id / AUDIT_BUCKET_MS;
+                match self.current {
+                    Some(((ks::AUDIT_PACK, h, chunk), _)) if h == hour => {
+                        if self.items >= AUDIT_PER_KEY {
+                            ((ks::AUDIT_PACK, hour, chunk + 1), 0)
+                        } else {
+                            ((ks::AUDIT_PACK, hour, chunk), self.items)
+                        }
+                    }
+                    _ => ((ks::AUDIT_PACK, hour, 0), 0),
+                }
+            }
             _ => {
                 return Err(crate::StoreError::Corrupt(format!(
-                    "not a timeline or feed key: {key:?}"
+                    "not a timeline, feed or audit key: {key:?}"
                 )));
             }
         };
-        let (id, n) = (pkey_u64(key, 0)?, pkey_u64(key, 1)?);
-        let (chunk, pos) = packed::locate(n, per_key);
-        let at = (to, id, chunk);
         let done = match &self.current {
             Some((cur, _)) if *cur != at => self.finish_current(),
             _ => None,
         };
         let (_, chunk_value) = self.current.get_or_insert_with(|| (at, Vec::new()));
         packed::place(chunk_value, pos, value)?;
+        self.items = pos + 1;
         Ok(done)
     }
 
@@ -155,7 +177,7 @@ impl Packer {
 /// Deletes the one-key-per-record timelines and feeds of schema 4, where any are left.
 pub(crate) fn drop_v4_keys(db: &sled::Db, keyspace: &sled::Tree) -> Result<()> {
     let mut dropped = 0usize;
-    for prefix in [ks::ENTRY, ks::FEED] {
+    for prefix in [ks::ENTRY, ks::FEED, ks::AUDIT] {
         loop {
             let mut batch = sled::Batch::default();
             let mut n = 0;
@@ -189,7 +211,9 @@ mod tests {
     };
     use prost::Message;
 
-    use crate::trees::{MERGED_IN_V3, META_SCHEMA_VERSION, key_bytes, key1, key2, key3, ks, pkey2};
+    use crate::trees::{
+        MERGED_IN_V3, META_SCHEMA_VERSION, key_bytes, key1, key2, key3, ks, pkey2, pkey3,
+    };
     use crate::{Commit, CommitResult, SCHEMA_VERSION, Store, StoreConfig};
 
     fn text(seq: u64, s: &str) -> Entry {
@@ -348,6 +372,19 @@ mod tests {
             entries.push(e);
             whole.push(ev);
         }
+        // 40 audit records: 34 in one hour (three chunks), 6 in the next.
+        for i in 0..40u64 {
+            let at = 3_600_000 + if i < 34 { i } else { 3_600_000 + i };
+            let r = AuditRecord {
+                at_ms: at as i64,
+                petition_id: 1,
+                entry: Some(text(i + 1, "t")),
+                ..Default::default()
+            };
+            ks_tree
+                .insert(pkey3(ks::AUDIT, at, 1, i + 1), r.encode_to_vec())
+                .unwrap();
+        }
         db.open_tree("meta")
             .unwrap()
             .insert(META_SCHEMA_VERSION, &4u64.to_be_bytes()[..])
@@ -357,7 +394,7 @@ mod tests {
     }
 
     fn old_keys(store: &Store) -> usize {
-        [ks::ENTRY, ks::FEED]
+        [ks::ENTRY, ks::FEED, ks::AUDIT]
             .iter()
             .map(|p| store.keyspace().scan_prefix([*p]).count())
             .sum()
@@ -387,14 +424,28 @@ mod tests {
                 );
                 assert_eq!(&b.event[..], &whole[i][..], "whole, cursor {}", b.cursor);
             }
+            let audit = store.audit_log(0, i64::MAX).unwrap();
+            let seqs: Vec<u64> = audit
+                .iter()
+                .map(|r| r.entry.as_ref().unwrap().seq)
+                .collect();
+            assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+            assert_eq!(store.audit_log(3_600_010, 7_200_035).unwrap().len(), 25);
             assert_eq!(old_keys(store), 0);
         };
         {
             let store = Store::open(&config).unwrap();
             check(&store);
-            // 40 entries in 3 keys, 80 events in 4.
+            // 40 entries in 3 keys, 80 events in 4, 40 audit records in 3 + 1.
             let packed = |p: u8| store.keyspace().scan_prefix([p]).count();
-            assert_eq!((packed(ks::TIMELINE), packed(ks::FEED_PACK)), (3, 4));
+            assert_eq!(
+                (
+                    packed(ks::TIMELINE),
+                    packed(ks::FEED_PACK),
+                    packed(ks::AUDIT_PACK)
+                ),
+                (3, 4, 4)
+            );
             // The feed goes on from its head, in the chunk it ends in.
             let e = text(41, "续");
             let c = Commit {

@@ -9,6 +9,9 @@
 //!
 //! A chunk's value is a run of items, each a varint length and that many bytes. An empty item is
 //! a gap (no record with that number, such as number 0, which neither timelines nor feeds use).
+//!
+//! The audit log is packed by time instead: the records of one hour share keys numbered from 0
+//! within the hour, 16 records to a key in the order the writer stored them.
 
 use prost::encoding::{decode_varint, encode_varint};
 
@@ -19,6 +22,12 @@ pub const ENTRIES_PER_KEY: u64 = 16;
 
 /// Feed events per key of `ks::FEED_PACK`.
 pub const EVENTS_PER_KEY: u64 = 32;
+
+/// Audit records per key of `ks::AUDIT_PACK`.
+pub const AUDIT_PER_KEY: usize = 16;
+
+/// The span of time whose audit records share the keys of `ks::AUDIT_PACK` (one hour).
+pub const AUDIT_BUCKET_MS: u64 = 3_600_000;
 
 /// The chunk number and position of record `n`.
 pub(crate) fn locate(n: u64, per_key: u64) -> (u64, usize) {

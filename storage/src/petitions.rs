@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 
-use crate::packed::{self, ENTRIES_PER_KEY, EVENTS_PER_KEY};
+use crate::packed::{self, AUDIT_BUCKET_MS, AUDIT_PER_KEY, ENTRIES_PER_KEY, EVENTS_PER_KEY};
 use crate::trees::{ks, pkey_bytes, pkey_u64, pkey1, pkey2, pkey3};
 use crate::{Result, Store, StoreError};
 
@@ -165,6 +165,8 @@ pub(crate) struct Group {
     /// The packed chunks (`ks::TIMELINE`, `ks::FEED_PACK`) this group has written, as staged:
     /// the next commit of the group appends to these, not to what the tree holds.
     chunks: HashMap<ChunkKey, Vec<u8>>,
+    /// hour → the audit chunk of that hour this group appends to (`ks::AUDIT_PACK`).
+    audit_tails: HashMap<u64, u64>,
 }
 
 /// A packed chunk: its prefix, the petition or account, the chunk number.
@@ -205,6 +207,32 @@ pub(crate) fn stored_head(tree: &sled::Tree, account_id: u64) -> Result<u64> {
             Ok((pkey_u64(&k, 1)? * EVENTS_PER_KEY + n).saturating_sub(1))
         }
         None => Ok(0),
+    }
+}
+
+/// Whether an entry goes to the audit log: every state change, rating, transfer, escalation and
+/// supervision step.
+fn audited(e: &Entry) -> bool {
+    matches!(
+        e.body,
+        Some(entry::Body::Transition(_) | entry::Body::Supervision(_))
+    )
+}
+
+/// The hour of the audit log an entry's record belongs to.
+fn audit_hour(e: &Entry) -> u64 {
+    e.at_ms.max(0) as u64 / AUDIT_BUCKET_MS
+}
+
+/// The last audit chunk stored for an hour and its value, if the hour has one.
+fn stored_audit_tail(tree: &sled::Tree, hour: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    let range = pkey2(ks::AUDIT_PACK, hour, 0)..=pkey2(ks::AUDIT_PACK, hour, u64::MAX);
+    match tree.range(range).next_back() {
+        Some(item) => {
+            let (k, v) = item?;
+            Ok(Some((pkey_u64(&k, 1)?, v.to_vec())))
+        }
+        None => Ok(None),
     }
 }
 
@@ -344,9 +372,19 @@ impl WriterCache {
         }
         // The chunks the new entries and events go to, as they are now (usually one each).
         let mut loaded: Vec<(ChunkKey, Vec<u8>)> = Vec::new();
+        let mut audit_tails: Vec<(u64, u64)> = Vec::new();
         for e in &c.entries {
             let (chunk, _) = packed::locate(e.seq, ENTRIES_PER_KEY);
             load_chunk(tree, g, &mut loaded, (ks::TIMELINE, p.id, chunk))?;
+            let hour = audit_hour(e);
+            if audited(e)
+                && !g.audit_tails.contains_key(&hour)
+                && !audit_tails.iter().any(|t| t.0 == hour)
+            {
+                let (chunk, value) = stored_audit_tail(tree, hour)?.unwrap_or_default();
+                audit_tails.push((hour, chunk));
+                loaded.push(((ks::AUDIT_PACK, hour, chunk), value));
+            }
         }
         for &(account, head) in &heads {
             // Only the chunk of the next cursor can hold events already; later ones are new.
@@ -362,6 +400,7 @@ impl WriterCache {
 
         // Writes: from here on nothing fails (the chunks were checked above).
         g.chunks.extend(loaded);
+        g.audit_tails.extend(audit_tails);
         let mut touched: Vec<ChunkKey> = Vec::new();
         let scratch = &mut self.scratch;
         g.put(&pkey1(ks::PETITION, p.id), stored(scratch, p));
@@ -374,16 +413,26 @@ impl WriterCache {
             if !touched.contains(&key) {
                 touched.push(key);
             }
-            // Every state change, rating, transfer, escalation and supervision step goes to the
-            // audit log.
-            if matches!(
-                e.body,
-                Some(entry::Body::Transition(_) | entry::Body::Supervision(_))
-            ) {
-                g.put(
-                    &pkey3(ks::AUDIT, e.at_ms.max(0) as u64, p.id, e.seq),
-                    stored(scratch, &audit_record(p, e)),
-                );
+            if audited(e) {
+                let hour = audit_hour(e);
+                let mut chunk = g.audit_tails.get(&hour).copied().unwrap_or_default();
+                let full = g
+                    .chunks
+                    .get(&(ks::AUDIT_PACK, hour, chunk))
+                    .and_then(|v| packed::count(v).ok())
+                    .is_some_and(|n| n >= AUDIT_PER_KEY);
+                if full {
+                    chunk += 1;
+                    g.audit_tails.insert(hour, chunk);
+                }
+                let key = (ks::AUDIT_PACK, hour, chunk);
+                let value = g.chunks.entry(key).or_default();
+                let bytes = stored(scratch, &audit_record(p, e));
+                let n = packed::count(value).unwrap_or_default();
+                let _ = packed::place(value, n, &bytes);
+                if !touched.contains(&key) {
+                    touched.push(key);
+                }
             }
         }
         // The indexes change only where the petition's index keys changed.
@@ -680,21 +729,39 @@ impl Store {
 
     /// The audit log from `from_ms` (inclusive) to `to_ms` (exclusive), oldest first.
     pub fn audit_log(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AuditRecord>> {
-        let from = pkey3(ks::AUDIT, from_ms.max(0) as u64, 0, 0);
-        let to = pkey3(ks::AUDIT, to_ms.max(0) as u64, 0, 0);
-        let petitions = self.keyspace().range(from..to);
-        // Records of no petition (manual points entries) live beside the writer's keyspace.
-        let others = self.trees.atms_id_audit.range(
-            crate::trees::key2(from_ms.max(0) as u64, 0)
-                ..crate::trees::key2(to_ms.max(0) as u64, 0),
-        );
-        let mut records = petitions
-            .chain(others)
-            .map(|item| {
+        let (from, to) = (from_ms.max(0) as u64, to_ms.max(0) as u64);
+        let mut records = Vec::new();
+        if from < to {
+            let first = pkey2(ks::AUDIT_PACK, from / AUDIT_BUCKET_MS, 0);
+            let last = pkey2(ks::AUDIT_PACK, (to - 1) / AUDIT_BUCKET_MS, u64::MAX);
+            for item in self.keyspace().range(first..=last) {
                 let (_, v) = item?;
-                Ok(AuditRecord::decode(&*v)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
+                for bytes in packed::items(&v) {
+                    let r = AuditRecord::decode(bytes?)?;
+                    if (from..to).contains(&(r.at_ms.max(0) as u64)) {
+                        records.push(r);
+                    }
+                }
+            }
+        }
+        // Records of one instant in the order of the petition and its entry, as schema 4's keys
+        // ordered them.
+        records.sort_by_key(|r| {
+            (
+                r.at_ms,
+                r.petition_id,
+                r.entry.as_ref().map_or(0, |e| e.seq),
+            )
+        });
+        // Records of no petition (manual points entries) live beside the writer's keyspace.
+        let others = self
+            .trees
+            .atms_id_audit
+            .range(crate::trees::key2(from, 0)..crate::trees::key2(to, 0));
+        for item in others {
+            let (_, v) = item?;
+            records.push(AuditRecord::decode(&*v)?);
+        }
         // Stable: records of one instant keep their order within each source.
         records.sort_by_key(|r| r.at_ms);
         Ok(records)
@@ -839,6 +906,55 @@ mod tests {
                 assert_eq!(a.entry.unwrap().seq, ev.cursor);
             }
         }
+    }
+
+    #[test]
+    fn the_audit_log_packs_by_hour_and_reads_back_in_order() {
+        use lianxin_protocol::v1::Transition;
+        let store = Store::temporary().unwrap();
+        let hour = AUDIT_BUCKET_MS as i64;
+        // 40 transitions of two petitions: 35 in the first hour (out of time order within it),
+        // 5 in the third; committed one or two at a time.
+        let at = |i: u64| {
+            if i < 35 {
+                hour + 35 - i as i64
+            } else {
+                3 * hour + i as i64
+            }
+        };
+        let mut i = 0;
+        while i < 40 {
+            let n = if i % 3 == 0 { 2 } else { 1 };
+            let pid = 1 + i % 2;
+            let entries: Vec<Entry> = (i..(i + n).min(40))
+                .map(|k| Entry {
+                    petition_id: pid,
+                    seq: k + 1,
+                    at_ms: at(k),
+                    body: Some(entry::Body::Transition(Transition::default())),
+                    ..Default::default()
+                })
+                .collect();
+            i += entries.len() as u64;
+            store
+                .commit(&Commit {
+                    petition: petition(pid, 7, PetitionState::Submitted, i),
+                    entries,
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        // 35 records in 3 keys, 5 in 1.
+        assert_eq!(store.keyspace().scan_prefix([ks::AUDIT_PACK]).count(), 4);
+        let all = store.audit_log(0, i64::MAX).unwrap();
+        assert_eq!(all.len(), 40);
+        let mut times: Vec<i64> = (0..40).map(at).collect();
+        times.sort_unstable();
+        assert_eq!(all.iter().map(|r| r.at_ms).collect::<Vec<_>>(), times);
+        assert_eq!(store.audit_log(hour + 1, hour + 11).unwrap().len(), 10);
+        assert_eq!(store.audit_log(hour + 30, 3 * hour + 37).unwrap().len(), 8);
+        assert!(store.audit_log(2 * hour, 3 * hour).unwrap().is_empty());
+        assert!(store.audit_log(5, 5).unwrap().is_empty());
     }
 
     #[test]

@@ -99,7 +99,8 @@ pub mod ks {
     pub const COMMUNITY_CREATED: u8 = 0x09;
     /// (community id, petition id) → (): the open petitions (not closed or withdrawn).
     pub const COMMUNITY_OPEN: u8 = 0x0a;
-    /// (time, petition id, seq) → `AuditRecord`: the append-only audit log.
+    /// Schema 4 and older: (time, petition id, seq) → `AuditRecord`, one key per record. Schema 5
+    /// packs the audit log into [`AUDIT_PACK`]; migration moves these keys there.
     pub const AUDIT: u8 = 0x0b;
     /// (petition id, seq / `ENTRIES_PER_KEY`) → the encoded `Entry`s of those sequence numbers,
     /// packed (`crate::packed`): the petition's timeline, 16 entries to a key.
@@ -108,6 +109,9 @@ pub mod ks {
     /// packed (`crate::packed`), each an encoded `Event` or a `FeedRef`, 32 to a key. Cursors
     /// are dense from 1 and never deleted, so the last item of an account's last key is its head.
     pub const FEED_PACK: u8 = 0x0d;
+    /// (time / `AUDIT_BUCKET_MS`, chunk number within that hour) → up to `AUDIT_PER_KEY`
+    /// encoded `AuditRecord`s, packed (`crate::packed`): the append-only audit log.
+    pub const AUDIT_PACK: u8 = 0x0e;
 }
 
 /// The trees of schema version 2 that version 3 merged into [`Trees::petition_keyspace`], with
@@ -236,6 +240,7 @@ pub fn ks_name(prefix: u8) -> Option<&'static str> {
         ks::AUDIT => "audit",
         ks::TIMELINE => "timeline",
         ks::FEED_PACK => "feed_pack",
+        ks::AUDIT_PACK => "audit_pack",
         _ => return None,
     })
 }
@@ -274,7 +279,7 @@ mod tests {
         }
 
         #[test]
-        fn keyspace_keys_sort_like_their_numbers(p in 1u8..14, a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
+        fn keyspace_keys_sort_like_their_numbers(p in 1u8..15, a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
             prop_assert_eq!(pkey2(p, a, b).cmp(&pkey2(p, c, d)), (a, b).cmp(&(c, d)));
             prop_assert_eq!(pkey_u64(&pkey2(p, a, b), 1).unwrap(), b);
             prop_assert_eq!(pkey_u64(&pkey3(p, a, b, c), 2).unwrap(), c);

@@ -383,8 +383,10 @@ pub fn holds_database(path: &Path) -> bool {
 
 /// Loads a dump into a new database at `path` (which must not hold one), records `id_floor` as
 /// its id base, flushes, and returns every tree's entry count. The schema is not migrated here:
-/// the next [`Store::open`] does that, as for any older database. A dump of a newer schema than
-/// this build knows is refused.
+/// the next [`Store::open`] does that, as for any older database; only the one-key-per-record
+/// timelines and feeds of a schema 4 dump are packed while they are written (as schema 5 lays
+/// them out), so that the new database never holds them. A dump of a newer schema than this
+/// build knows is refused.
 pub fn restore_dump(
     path: &Path,
     input: impl Read,
@@ -432,6 +434,9 @@ pub fn restore_dump(
         let name = String::from_utf8(name)
             .map_err(|_| StoreError::Corrupt("a tree name is not UTF-8".into()))?;
         let tree = db.open_tree(&name)?;
+        // Schema 3 and 4 dumps: timelines and feeds are packed on the way in.
+        let mut packer = (name == "petition_keyspace" && (3..5).contains(&schema_version))
+            .then(crate::migrate::Packer::default);
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
         let mut entries = 0u64;
@@ -449,13 +454,23 @@ pub fn restore_dump(
             let k = read_exact(&mut r, klen)?;
             let vlen = read_len(&mut r)?;
             let v = read_exact(&mut r, vlen)?;
-            batch.insert(k, v);
-            pending += 1;
             entries += 1;
+            match &mut packer {
+                Some(packer) if crate::migrate::Packer::takes(&k) => match packer.add(&k, &v)? {
+                    Some((key, value)) => batch.insert(key, value),
+                    None => continue,
+                },
+                _ => batch.insert(k, v),
+            }
+            pending += 1;
             if pending == RESTORE_BATCH {
                 tree.apply_batch(std::mem::take(&mut batch))?;
                 pending = 0;
             }
+        }
+        if let Some((key, value)) = packer.and_then(crate::migrate::Packer::finish) {
+            batch.insert(key, value);
+            pending += 1;
         }
         if pending > 0 {
             tree.apply_batch(batch)?;
@@ -641,6 +656,59 @@ mod tests {
         assert!(err.is_err());
         assert!(store.writer.redo().lock().unwrap().is_none());
         assert!(!src.path().join("no-such-dir").join("db.lxredo").exists());
+    }
+
+    #[test]
+    fn a_schema_4_dump_restores_with_packed_timelines_and_feeds() {
+        use crate::trees::{ks, pkey2};
+        use lianxin_protocol::v1::{Entry, Event};
+        // A dump of a schema 4 keyspace: 20 entries of petition 1, each announced to account 9.
+        let mut dump = DUMP_MAGIC.to_vec();
+        let mut put = |k: &[u8], v: &[u8]| {
+            dump.push(b'E');
+            dump.extend_from_slice(&len_u32(k.len()).unwrap());
+            dump.extend_from_slice(k);
+            dump.extend_from_slice(&len_u32(v.len()).unwrap());
+            dump.extend_from_slice(v);
+        };
+        let name = b"petition_keyspace";
+        let mut records = Vec::new();
+        for seq in 1..=20u64 {
+            let e = Entry {
+                petition_id: 1,
+                seq,
+                at_ms: 1_000,
+                ..Default::default()
+            };
+            let ev = Event {
+                cursor: seq,
+                ..Default::default()
+            };
+            records.push((pkey2(ks::ENTRY, 1, seq).to_vec(), e.encode_to_vec()));
+            records.push((pkey2(ks::FEED, 9, seq).to_vec(), ev.encode_to_vec()));
+        }
+        records.sort();
+        for (k, v) in &records {
+            put(k, v);
+        }
+        let mut file = DUMP_MAGIC.to_vec();
+        file.push(b'T');
+        file.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        file.extend_from_slice(name);
+        file.extend_from_slice(&dump[DUMP_MAGIC.len()..]);
+        file.extend_from_slice(b"Z.");
+        let dst = tempfile::tempdir().unwrap();
+        let target = dst.path().join("data");
+        let counts = restore_dump(&target, &file[..], 4, 0).unwrap();
+        assert_eq!(counts[0].entries, 40);
+        let store = Store::open(&StoreConfig::new(&target)).unwrap();
+        let prefixes: Vec<u8> = store.keyspace().iter().map(|kv| kv.unwrap().0[0]).collect();
+        // Two timeline chunks (seqs 0-15, 16-20) and one feed chunk, nothing unpacked.
+        assert_eq!(prefixes, [ks::TIMELINE, ks::TIMELINE, ks::FEED_PACK]);
+        assert_eq!(store.entries(1, 0, 100).unwrap().len(), 20);
+        let feed = store.feed_after(9, 0, 100).unwrap();
+        assert_eq!(feed.len(), 20);
+        assert_eq!(Event::decode(&*feed[19].event).unwrap().cursor, 20);
     }
 
     #[test]

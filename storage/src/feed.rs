@@ -10,6 +10,7 @@ use lianxin_protocol::v1::{Entry, EntryAdded, Event, event};
 use prost::Message;
 use prost::encoding::{decode_varint, encode_varint};
 
+use crate::packed::{self, ENTRIES_PER_KEY, EVENTS_PER_KEY};
 use crate::petitions::stored_head;
 use crate::trees::{ks, pkey_u64, pkey2};
 use crate::{Result, Store, StoreError};
@@ -98,43 +99,67 @@ impl Store {
         after_cursor: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let start = pkey2(ks::FEED, account_id, after_cursor.saturating_add(1));
-        let end = pkey2(ks::FEED, account_id, u64::MAX);
+        let first = after_cursor.saturating_add(1);
+        let start = pkey2(ks::FEED_PACK, account_id, first / EVENTS_PER_KEY);
+        let end = pkey2(ks::FEED_PACK, account_id, u64::MAX);
         let mut out: Vec<StoredEvent> = Vec::new();
-        let scan = self.keyspace().range(start..=end).take(limit);
-        for (i, item) in (1u64..).zip(scan) {
+        // The timeline chunk read last: consecutive events mostly refer to the same petition.
+        let mut timeline: Option<((u64, u64), sled::IVec)> = None;
+        'chunks: for item in self.keyspace().range(start..=end) {
             let (k, v) = item?;
-            let cursor = pkey_u64(&k, 1)?;
-            if after_cursor.checked_add(i) != Some(cursor) {
-                // Cursors are dense, so a hole is a group being applied right now; what follows
-                // it is read next time.
-                break;
-            }
-            let event = match FeedRef::decode(&v)? {
-                None => Bytes::from_owner(v),
-                Some((at_ms, r)) => {
-                    let stored = self
-                        .keyspace()
-                        .get(pkey2(ks::ENTRY, r.petition_id, r.seq))?
+            let chunk = pkey_u64(&k, 1)?;
+            for (pos, bytes) in (0u64..).zip(packed::items(&v)) {
+                let bytes = bytes?;
+                let cursor = chunk.saturating_mul(EVENTS_PER_KEY).saturating_add(pos);
+                if cursor < first {
+                    continue;
+                }
+                if out.len() >= limit {
+                    break 'chunks;
+                }
+                // Cursors are dense, so a gap (an empty item, or a chunk that is missing or
+                // short) is a group being applied right now; what follows it is read next time.
+                if bytes.is_empty()
+                    || after_cursor.checked_add(out.len() as u64 + 1) != Some(cursor)
+                {
+                    break 'chunks;
+                }
+                let event = match FeedRef::decode(bytes)? {
+                    None => Bytes::copy_from_slice(bytes),
+                    Some((at_ms, r)) => {
+                        let (tchunk, tpos) = packed::locate(r.seq, ENTRIES_PER_KEY);
+                        let at = (r.petition_id, tchunk);
+                        let cached = match &timeline {
+                            Some((key, value)) if *key == at => Some(value.clone()),
+                            _ => self.keyspace().get(pkey2(ks::TIMELINE, at.0, at.1))?,
+                        };
+                        let stored = match &cached {
+                            Some(value) => packed::get(value, tpos)?,
+                            None => None,
+                        }
                         .ok_or_else(|| {
                             StoreError::Corrupt(format!(
                                 "feed of {account_id} at {cursor}: no entry {} of petition {}",
                                 r.seq, r.petition_id
                             ))
                         })?;
-                    let event = Event {
-                        cursor,
-                        at_ms,
-                        kind: Some(event::Kind::EntryAdded(EntryAdded {
-                            entry: Some(Entry::decode(&*stored)?),
-                            state: r.state,
-                            assignee_id: r.assignee_id,
-                        })),
-                    };
-                    Bytes::from(event.encode_to_vec())
-                }
-            };
-            out.push(StoredEvent { cursor, event });
+                        let event = Event {
+                            cursor,
+                            at_ms,
+                            kind: Some(event::Kind::EntryAdded(EntryAdded {
+                                entry: Some(Entry::decode(stored)?),
+                                state: r.state,
+                                assignee_id: r.assignee_id,
+                            })),
+                        };
+                        if let Some(value) = cached {
+                            timeline = Some((at, value));
+                        }
+                        Bytes::from(event.encode_to_vec())
+                    }
+                };
+                out.push(StoredEvent { cursor, event });
+            }
         }
         // Checked after reading: a floor set before the events were applied covers them.
         if let Some(floor) = self.writer.floors().cap(account_id) {
@@ -161,10 +186,11 @@ mod tests {
             ..Default::default()
         };
         store.commit(&c).unwrap();
-        store
-            .keyspace()
-            .insert(pkey2(ks::FEED, 100, 4), &b"stray"[..])
-            .unwrap();
+        // Cursor 4 is in the same chunk as 1 and 2: the chunk gets a gap at 3.
+        let chunk = pkey2(ks::FEED_PACK, 100, 0);
+        let mut value = store.keyspace().get(chunk).unwrap().unwrap().to_vec();
+        crate::packed::place(&mut value, 4, b"stray").unwrap();
+        store.keyspace().insert(chunk, value).unwrap();
         store
     }
 

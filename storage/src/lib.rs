@@ -31,7 +31,8 @@ pub mod directory;
 pub mod durability;
 pub mod feed;
 pub mod media;
-mod migrate;
+pub(crate) mod migrate;
+mod packed;
 pub mod petitions;
 pub mod records;
 pub mod trees;
@@ -46,7 +47,9 @@ pub use records::{AccountRecord, SessionRecord};
 /// 1: first layout. 2: community indexes. 3: the trees a petition commit writes merged into one
 /// keyspace tree (`trees::MERGED_IN_V3`), feed heads no longer stored. 4: a feed event announcing
 /// a new timeline entry is stored as a reference to the entry (`feed::FeedRef`), not a copy.
-pub const SCHEMA_VERSION: u64 = 4;
+/// 5: timelines, feeds and the audit log packed, 16 entries, 32 events or 16 audit records to a
+/// key (`packed`), because sled's resting memory follows the number of keys.
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -387,6 +390,16 @@ fn check_schema(db: &sled::Db, trees: &trees::Trees) -> Result<()> {
         tracing::info!(petitions = n, "schema 1 → 2: community indexes built");
     }
     // 3 → 4 needs no rewrite: feeds written before keep whole events, which stay readable.
+    if found < 5 {
+        let (entries, events, audit) = migrate::pack_v4(&trees.petition_keyspace)?;
+        tracing::info!(
+            entries,
+            events,
+            audit,
+            "schema 4 → 5: timelines, feeds and the audit log packed, 16 entries, 32 events or 16 \
+             audit records to a key"
+        );
+    }
     if found < SCHEMA_VERSION {
         meta.insert(
             trees::META_SCHEMA_VERSION,
@@ -394,8 +407,10 @@ fn check_schema(db: &sled::Db, trees: &trees::Trees) -> Result<()> {
         )?;
         db.flush()?;
     }
-    // The old trees go only once the new version is on disk (also after a crash in between).
-    migrate::drop_merged_trees(db)
+    // The old trees and keys go only once the new version is on disk (also after a crash in
+    // between).
+    migrate::drop_merged_trees(db)?;
+    migrate::drop_v4_keys(db, &trees.petition_keyspace)
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use prost::Message;
 
+use crate::packed::{self, AUDIT_BUCKET_MS, AUDIT_PER_KEY, ENTRIES_PER_KEY, EVENTS_PER_KEY};
 use crate::trees::{ks, pkey_bytes, pkey_u64, pkey1, pkey2, pkey3};
-use crate::{Result, Store};
+use crate::{Result, Store, StoreError};
 
 /// Everything one change to a petition writes, atomically.
 #[derive(Debug, Clone, Default)]
@@ -163,7 +164,15 @@ pub(crate) struct Group {
     pub(crate) floors: Vec<(u64, u64)>,
     /// While a backup runs: every write of the group as redo records (`crate::backup`).
     pub(crate) redo: Option<Vec<u8>>,
+    /// The packed chunks (`ks::TIMELINE`, `ks::FEED_PACK`) this group has written, as staged:
+    /// the next commit of the group appends to these, not to what the tree holds.
+    chunks: HashMap<ChunkKey, Vec<u8>>,
+    /// hour → the audit chunk of that hour this group appends to (`ks::AUDIT_PACK`).
+    audit_tails: HashMap<u64, u64>,
 }
+
+/// A packed chunk: its prefix, the petition or account, the chunk number.
+type ChunkKey = (u8, u64, u64);
 
 impl Group {
     fn put(&mut self, key: &[u8], value: impl Into<sled::IVec>) {
@@ -197,13 +206,62 @@ impl Group {
     }
 }
 
-/// The newest cursor stored in an account's feed (0 when empty).
+/// The newest cursor stored in an account's feed (0 when empty): the last item of its last chunk.
 pub(crate) fn stored_head(tree: &sled::Tree, account_id: u64) -> Result<u64> {
-    let range = pkey2(ks::FEED, account_id, 0)..=pkey2(ks::FEED, account_id, u64::MAX);
+    let range = pkey2(ks::FEED_PACK, account_id, 0)..=pkey2(ks::FEED_PACK, account_id, u64::MAX);
     match tree.range(range).next_back() {
-        Some(item) => pkey_u64(&item?.0, 1),
+        Some(item) => {
+            let (k, v) = item?;
+            let n = packed::count(&v)? as u64;
+            Ok((pkey_u64(&k, 1)? * EVENTS_PER_KEY + n).saturating_sub(1))
+        }
         None => Ok(0),
     }
+}
+
+/// Whether an entry goes to the audit log: every state change, rating, transfer, escalation and
+/// supervision step.
+fn audited(e: &Entry) -> bool {
+    matches!(
+        e.body,
+        Some(entry::Body::Transition(_) | entry::Body::Supervision(_))
+    )
+}
+
+/// The hour of the audit log an entry's record belongs to.
+fn audit_hour(e: &Entry) -> u64 {
+    e.at_ms.max(0) as u64 / AUDIT_BUCKET_MS
+}
+
+/// The last audit chunk stored for an hour and its value, if the hour has one.
+fn stored_audit_tail(tree: &sled::Tree, hour: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    let range = pkey2(ks::AUDIT_PACK, hour, 0)..=pkey2(ks::AUDIT_PACK, hour, u64::MAX);
+    match tree.range(range).next_back() {
+        Some(item) => {
+            let (k, v) = item?;
+            Ok(Some((pkey_u64(&k, 1)?, v.to_vec())))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The chunk `key` as the group left it, or as stored, or empty; looked up into `loaded` unless
+/// the group or `loaded` already has it.
+fn load_chunk(
+    tree: &sled::Tree,
+    g: &Group,
+    loaded: &mut Vec<(ChunkKey, Vec<u8>)>,
+    key: ChunkKey,
+) -> Result<()> {
+    if g.chunks.contains_key(&key) || loaded.iter().any(|(k, _)| *k == key) {
+        return Ok(());
+    }
+    let value = tree
+        .get(pkey2(key.0, key.1, key.2))?
+        .map(|v| v.to_vec())
+        .unwrap_or_default();
+    loaded.push((key, value));
+    Ok(())
 }
 
 /// The index keys of the stored petition, if there is one.
@@ -321,22 +379,69 @@ impl WriterCache {
             };
             heads.push((account, head));
         }
+        // The chunks the new entries and events go to, as they are now (usually one each).
+        let mut loaded: Vec<(ChunkKey, Vec<u8>)> = Vec::new();
+        let mut audit_tails: Vec<(u64, u64)> = Vec::new();
+        for e in &c.entries {
+            let (chunk, _) = packed::locate(e.seq, ENTRIES_PER_KEY);
+            load_chunk(tree, g, &mut loaded, (ks::TIMELINE, p.id, chunk))?;
+            let hour = audit_hour(e);
+            if audited(e)
+                && !g.audit_tails.contains_key(&hour)
+                && !audit_tails.iter().any(|t| t.0 == hour)
+            {
+                let (chunk, value) = stored_audit_tail(tree, hour)?.unwrap_or_default();
+                audit_tails.push((hour, chunk));
+                loaded.push(((ks::AUDIT_PACK, hour, chunk), value));
+            }
+        }
+        for &(account, head) in &heads {
+            // Only the chunk of the next cursor can hold events already; later ones are new.
+            let (chunk, pos) = packed::locate(head.saturating_add(1), EVENTS_PER_KEY);
+            if head > 0 && pos > 0 {
+                load_chunk(tree, g, &mut loaded, (ks::FEED_PACK, account, chunk))?;
+            }
+        }
+        // A damaged chunk is refused here, before anything is staged.
+        for (key, value) in &loaded {
+            packed::count(value).map_err(|e| StoreError::Corrupt(format!("chunk {key:?}: {e}")))?;
+        }
 
-        // Writes: from here on nothing fails.
+        // Writes: from here on nothing fails (the chunks were checked above).
+        g.chunks.extend(loaded);
+        g.audit_tails.extend(audit_tails);
+        let mut touched: Vec<ChunkKey> = Vec::new();
         let scratch = &mut self.scratch;
         g.put(&pkey1(ks::PETITION, p.id), stored(scratch, p));
         for e in &c.entries {
-            g.put(&pkey2(ks::ENTRY, p.id, e.seq), stored(scratch, e));
-            // Every state change, rating, transfer, escalation and supervision step goes to the
-            // audit log.
-            if matches!(
-                e.body,
-                Some(entry::Body::Transition(_) | entry::Body::Supervision(_))
-            ) {
-                g.put(
-                    &pkey3(ks::AUDIT, e.at_ms.max(0) as u64, p.id, e.seq),
-                    stored(scratch, &audit_record(p, e)),
-                );
+            let (chunk, pos) = packed::locate(e.seq, ENTRIES_PER_KEY);
+            let key = (ks::TIMELINE, p.id, chunk);
+            let bytes = stored(scratch, e);
+            // Cannot fail: every chunk in `g.chunks` was read back whole above or built here.
+            let _ = packed::place(g.chunks.entry(key).or_default(), pos, &bytes);
+            if !touched.contains(&key) {
+                touched.push(key);
+            }
+            if audited(e) {
+                let hour = audit_hour(e);
+                let mut chunk = g.audit_tails.get(&hour).copied().unwrap_or_default();
+                let full = g
+                    .chunks
+                    .get(&(ks::AUDIT_PACK, hour, chunk))
+                    .and_then(|v| packed::count(v).ok())
+                    .is_some_and(|n| n >= AUDIT_PER_KEY);
+                if full {
+                    chunk += 1;
+                    g.audit_tails.insert(hour, chunk);
+                }
+                let key = (ks::AUDIT_PACK, hour, chunk);
+                let value = g.chunks.entry(key).or_default();
+                let bytes = stored(scratch, &audit_record(p, e));
+                let n = packed::count(value).unwrap_or_default();
+                let _ = packed::place(value, n, &bytes);
+                if !touched.contains(&key) {
+                    touched.push(key);
+                }
             }
         }
         // The indexes change only where the petition's index keys changed.
@@ -400,15 +505,27 @@ impl WriterCache {
             let value = stored_event(scratch, cursor, c.at_ms, &kinds[at].1);
             // A new entry of this very commit is stored by reference: the feed keeps where the
             // entry is (and the state after it), not another copy of it.
-            match feed_ref(c, kind) {
-                Some(r) => g.put(&pkey2(ks::FEED, *account, cursor), r.encode(c.at_ms)),
-                None => g.put(&pkey2(ks::FEED, *account, cursor), value.clone()),
+            let (chunk, pos) = packed::locate(cursor, EVENTS_PER_KEY);
+            let key = (ks::FEED_PACK, *account, chunk);
+            let staged = g.chunks.entry(key).or_default();
+            let _ = match feed_ref(c, kind) {
+                Some(r) => packed::place(staged, pos, &r.encode(c.at_ms)),
+                None => packed::place(staged, pos, &value),
+            };
+            if !touched.contains(&key) {
+                touched.push(key);
             }
             items.push(FeedItem {
                 account_id: *account,
                 cursor,
                 event: Bytes::from_owner(value),
             });
+        }
+        for key in touched {
+            if let Some(value) = g.chunks.get(&key) {
+                let value = sled::IVec::from(&value[..]);
+                g.put(&pkey2(key.0, key.1, key.2), value);
+            }
         }
         if let (Some(key), Some(k)) = (idem_key, &c.idempotency) {
             g.put(&key, k.ack.as_slice());
@@ -482,13 +599,26 @@ impl Store {
 
     /// Up to `limit` timeline entries of a petition with a sequence number above `after_seq`.
     pub fn entries(&self, petition_id: u64, after_seq: u64, limit: usize) -> Result<Vec<Entry>> {
-        let start = pkey2(ks::ENTRY, petition_id, after_seq.saturating_add(1));
-        let end = pkey2(ks::ENTRY, petition_id, u64::MAX);
-        self.keyspace()
-            .range(start..=end)
-            .take(limit)
-            .map(|item| Ok(Entry::decode(&*item?.1)?))
-            .collect()
+        let first = after_seq.saturating_add(1);
+        let start = pkey2(ks::TIMELINE, petition_id, first / ENTRIES_PER_KEY);
+        let end = pkey2(ks::TIMELINE, petition_id, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.keyspace().range(start..=end) {
+            let (k, v) = item?;
+            let chunk = pkey_u64(&k, 1)?;
+            for (pos, bytes) in (0u64..).zip(packed::items(&v)) {
+                let bytes = bytes?;
+                let seq = chunk.saturating_mul(ENTRIES_PER_KEY).saturating_add(pos);
+                if seq < first || bytes.is_empty() {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(Entry::decode(bytes)?);
+            }
+        }
+        Ok(out)
     }
 
     /// The read marks of every participant of a petition.
@@ -608,21 +738,39 @@ impl Store {
 
     /// The audit log from `from_ms` (inclusive) to `to_ms` (exclusive), oldest first.
     pub fn audit_log(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AuditRecord>> {
-        let from = pkey3(ks::AUDIT, from_ms.max(0) as u64, 0, 0);
-        let to = pkey3(ks::AUDIT, to_ms.max(0) as u64, 0, 0);
-        let petitions = self.keyspace().range(from..to);
-        // Records of no petition (manual points entries) live beside the writer's keyspace.
-        let others = self.trees.atms_id_audit.range(
-            crate::trees::key2(from_ms.max(0) as u64, 0)
-                ..crate::trees::key2(to_ms.max(0) as u64, 0),
-        );
-        let mut records = petitions
-            .chain(others)
-            .map(|item| {
+        let (from, to) = (from_ms.max(0) as u64, to_ms.max(0) as u64);
+        let mut records = Vec::new();
+        if from < to {
+            let first = pkey2(ks::AUDIT_PACK, from / AUDIT_BUCKET_MS, 0);
+            let last = pkey2(ks::AUDIT_PACK, (to - 1) / AUDIT_BUCKET_MS, u64::MAX);
+            for item in self.keyspace().range(first..=last) {
                 let (_, v) = item?;
-                Ok(AuditRecord::decode(&*v)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
+                for bytes in packed::items(&v) {
+                    let r = AuditRecord::decode(bytes?)?;
+                    if (from..to).contains(&(r.at_ms.max(0) as u64)) {
+                        records.push(r);
+                    }
+                }
+            }
+        }
+        // Records of one instant in the order of the petition and its entry, as schema 4's keys
+        // ordered them.
+        records.sort_by_key(|r| {
+            (
+                r.at_ms,
+                r.petition_id,
+                r.entry.as_ref().map_or(0, |e| e.seq),
+            )
+        });
+        // Records of no petition (manual points entries) live beside the writer's keyspace.
+        let others = self
+            .trees
+            .atms_id_audit
+            .range(crate::trees::key2(from, 0)..crate::trees::key2(to, 0));
+        for item in others {
+            let (_, v) = item?;
+            records.push(AuditRecord::decode(&*v)?);
+        }
         // Stable: records of one instant keep their order within each source.
         records.sort_by_key(|r| r.at_ms);
         Ok(records)
@@ -692,12 +840,14 @@ mod tests {
         let CommitResult::Done(items) = store.commit(&c).unwrap() else {
             panic!("duplicate")
         };
-        let stored = |account, cursor| {
-            store
+        let stored = |account, cursor: u64| {
+            let (chunk, pos) = packed::locate(cursor, EVENTS_PER_KEY);
+            let value = store
                 .keyspace()
-                .get(pkey2(ks::FEED, account, cursor))
+                .get(pkey2(ks::FEED_PACK, account, chunk))
                 .unwrap()
-                .unwrap()
+                .unwrap();
+            packed::get(&value, pos).unwrap().unwrap().to_vec()
         };
         assert_eq!(stored(100, 1)[0], 0x01, "a reference");
         assert!(stored(100, 1).len() < 24, "{} bytes", stored(100, 1).len());
@@ -709,6 +859,111 @@ mod tests {
                 .unwrap();
             assert_eq!(read[0].event, item.event, "account {}", item.account_id);
         }
+    }
+
+    #[test]
+    fn long_timelines_and_feeds_span_chunks_and_read_back_in_pages() {
+        let store = Store::temporary().unwrap();
+        let mut all = Vec::new();
+        // 71 entries: one at a time, then commits of three (crossing chunk boundaries).
+        let mut seq = 0;
+        while seq < 70 {
+            let n = if seq < 20 { 1 } else { 3 };
+            let entries: Vec<Entry> = (seq + 1..=seq + n).map(|s| text(1, s, "x")).collect();
+            seq += n;
+            let feed = entries.iter().map(|e| (100, added(e))).collect();
+            store
+                .commit(&Commit {
+                    petition: petition(1, 7, PetitionState::Submitted, seq),
+                    entries: entries.clone(),
+                    feed,
+                    ..Default::default()
+                })
+                .unwrap();
+            all.extend(entries);
+        }
+        assert_eq!(all.len(), 71);
+        assert_eq!(store.entries(1, 0, 1000).unwrap(), all);
+        for (after, limit) in [
+            (0, 5),
+            (14, 3),
+            (15, 1),
+            (16, 20),
+            (31, 40),
+            (69, 5),
+            (70, 5),
+        ] {
+            let want: Vec<Entry> = all.iter().skip(after).take(limit).cloned().collect();
+            assert_eq!(
+                store.entries(1, after as u64, limit).unwrap(),
+                want,
+                "{after} {limit}"
+            );
+        }
+        assert_eq!(store.feed_head(100).unwrap(), 71);
+        for (after, limit) in [(0, 100), (30, 3), (31, 2), (63, 10), (69, 5), (71, 5)] {
+            let got = store.feed_after(100, after, limit).unwrap();
+            let want: Vec<u64> = (after + 1..=71).take(limit).collect();
+            let cursors: Vec<u64> = got.iter().map(|e| e.cursor).collect();
+            assert_eq!(cursors, want, "{after} {limit}");
+            for ev in got {
+                let Some(event::Kind::EntryAdded(a)) = Event::decode(&*ev.event).unwrap().kind
+                else {
+                    panic!("not an entry")
+                };
+                // Cursor k announced entry k.
+                assert_eq!(a.entry.unwrap().seq, ev.cursor);
+            }
+        }
+    }
+
+    #[test]
+    fn the_audit_log_packs_by_hour_and_reads_back_in_order() {
+        use lianxin_protocol::v1::Transition;
+        let store = Store::temporary().unwrap();
+        let hour = AUDIT_BUCKET_MS as i64;
+        // 40 transitions of two petitions: 35 in the first hour (out of time order within it),
+        // 5 in the third; committed one or two at a time.
+        let at = |i: u64| {
+            if i < 35 {
+                hour + 35 - i as i64
+            } else {
+                3 * hour + i as i64
+            }
+        };
+        let mut i = 0;
+        while i < 40 {
+            let n = if i % 3 == 0 { 2 } else { 1 };
+            let pid = 1 + i % 2;
+            let entries: Vec<Entry> = (i..(i + n).min(40))
+                .map(|k| Entry {
+                    petition_id: pid,
+                    seq: k + 1,
+                    at_ms: at(k),
+                    body: Some(entry::Body::Transition(Transition::default())),
+                    ..Default::default()
+                })
+                .collect();
+            i += entries.len() as u64;
+            store
+                .commit(&Commit {
+                    petition: petition(pid, 7, PetitionState::Submitted, i),
+                    entries,
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        // 35 records in 3 keys, 5 in 1.
+        assert_eq!(store.keyspace().scan_prefix([ks::AUDIT_PACK]).count(), 4);
+        let all = store.audit_log(0, i64::MAX).unwrap();
+        assert_eq!(all.len(), 40);
+        let mut times: Vec<i64> = (0..40).map(at).collect();
+        times.sort_unstable();
+        assert_eq!(all.iter().map(|r| r.at_ms).collect::<Vec<_>>(), times);
+        assert_eq!(store.audit_log(hour + 1, hour + 11).unwrap().len(), 10);
+        assert_eq!(store.audit_log(hour + 30, 3 * hour + 37).unwrap().len(), 8);
+        assert!(store.audit_log(2 * hour, 3 * hour).unwrap().is_empty());
+        assert!(store.audit_log(5, 5).unwrap().is_empty());
     }
 
     #[test]
@@ -1002,8 +1257,12 @@ mod tests {
         let before = store.keyspace().len();
         p.last_seq = 2;
         message(&p, vec![100]);
-        // One entry and two feed events more; the indexes and participants are untouched.
-        assert_eq!(store.keyspace().len(), before + 3);
+        // No key more: the entry and both events join their chunks; the indexes and
+        // participants are untouched.
+        assert_eq!(store.keyspace().len(), before);
+        assert_eq!(store.entries(1, 0, 10).unwrap().len(), 2);
+        assert_eq!(store.feed_head(100).unwrap(), 2);
+        assert_eq!(store.feed_head(7).unwrap(), 2);
         assert_eq!(store.steps_due(1000, 10).unwrap(), vec![(900, 1)]);
         assert_eq!(store.assigned_to(7).unwrap().len(), 1);
         assert_eq!(store.open_petitions(5).unwrap().len(), 1);

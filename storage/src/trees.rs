@@ -2,7 +2,7 @@
 //!
 //! Tree names say what maps to what (`login_accountid`: login → account id). Everything a petition
 //! commit writes lives in one tree, `petition_keyspace`, under a one-byte prefix per kind of record
-//! ([`ks`]; `ks::ENTRY` is petition id and sequence number → timeline entry), so that a whole
+//! ([`ks`]; `ks::PETITION` is petition id → its current state), so that a whole
 //! group of commits is one atomic `sled::Batch`. Integer key parts are big-endian, so range scans
 //! run in numeric order.
 
@@ -82,7 +82,8 @@ declare_trees! {
 pub mod ks {
     /// petition id → `Petition` (its current state).
     pub const PETITION: u8 = 0x01;
-    /// (petition id, seq) → `Entry`: the petition's timeline.
+    /// Schema 4 and older: (petition id, seq) → `Entry`, one key per entry. Schema 5 packs the
+    /// timeline into [`TIMELINE`]; migration moves these keys there.
     pub const ENTRY: u8 = 0x02;
     /// (petition id, account id) → `ReadMark`.
     pub const READMARK: u8 = 0x03;
@@ -90,8 +91,8 @@ pub mod ks {
     pub const ACCOUNT_PETITION: u8 = 0x04;
     /// (assignee id, petition id) → (): open petitions waiting for a worker to act.
     pub const ASSIGNEE_PETITION: u8 = 0x05;
-    /// (account id, cursor) → encoded `Event`: the account's feed. Cursors are dense from 1 and
-    /// never deleted, so the last key of an account's range is its feed head.
+    /// Schema 4 and older: (account id, cursor) → encoded `Event` or `FeedRef`, one key per
+    /// event. Schema 5 packs feeds into [`FEED_PACK`]; migration moves these keys there.
     pub const FEED: u8 = 0x06;
     /// (account id, client message id bytes) → encoded acknowledgement, for dropping resends.
     pub const IDEMPOTENCY: u8 = 0x07;
@@ -101,8 +102,19 @@ pub mod ks {
     pub const COMMUNITY_CREATED: u8 = 0x09;
     /// (community id, petition id) → (): the open petitions (not closed or withdrawn).
     pub const COMMUNITY_OPEN: u8 = 0x0a;
-    /// (time, petition id, seq) → `AuditRecord`: the append-only audit log.
+    /// Schema 4 and older: (time, petition id, seq) → `AuditRecord`, one key per record. Schema 5
+    /// packs the audit log into [`AUDIT_PACK`]; migration moves these keys there.
     pub const AUDIT: u8 = 0x0b;
+    /// (petition id, seq / `ENTRIES_PER_KEY`) → the encoded `Entry`s of those sequence numbers,
+    /// packed (`crate::packed`): the petition's timeline, 16 entries to a key.
+    pub const TIMELINE: u8 = 0x0c;
+    /// (account id, cursor / `EVENTS_PER_KEY`) → the account's feed events of those cursors,
+    /// packed (`crate::packed`), each an encoded `Event` or a `FeedRef`, 32 to a key. Cursors
+    /// are dense from 1 and never deleted, so the last item of an account's last key is its head.
+    pub const FEED_PACK: u8 = 0x0d;
+    /// (time / `AUDIT_BUCKET_MS`, chunk number within that hour) → up to `AUDIT_PER_KEY`
+    /// encoded `AuditRecord`s, packed (`crate::packed`): the append-only audit log.
+    pub const AUDIT_PACK: u8 = 0x0e;
 }
 
 /// The trees of schema version 2 that version 3 merged into [`Trees::petition_keyspace`], with
@@ -229,6 +241,9 @@ pub fn ks_name(prefix: u8) -> Option<&'static str> {
         ks::COMMUNITY_CREATED => "community_created",
         ks::COMMUNITY_OPEN => "community_open",
         ks::AUDIT => "audit",
+        ks::TIMELINE => "timeline",
+        ks::FEED_PACK => "feed_pack",
+        ks::AUDIT_PACK => "audit_pack",
         _ => return None,
     })
 }
@@ -267,7 +282,7 @@ mod tests {
         }
 
         #[test]
-        fn keyspace_keys_sort_like_their_numbers(p in 1u8..12, a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
+        fn keyspace_keys_sort_like_their_numbers(p in 1u8..15, a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
             prop_assert_eq!(pkey2(p, a, b).cmp(&pkey2(p, c, d)), (a, b).cmp(&(c, d)));
             prop_assert_eq!(pkey_u64(&pkey2(p, a, b), 1).unwrap(), b);
             prop_assert_eq!(pkey_u64(&pkey3(p, a, b, c), 2).unwrap(), c);

@@ -3,20 +3,24 @@
 //!
 //! A new TCP connection has `limits.handshake_timeout_secs` to finish its TLS handshake and send
 //! its whole HTTP request head (for `/ws`: the upgrade request); a connection that dribbles or
-//! sends nothing is dropped then, so a slowloris holds nothing for long. Each connection carries
+//! sends nothing is dropped then, so a slowloris holds nothing for long. A head that arrives in
+//! pieces is read at most once every [`HEAD_READ_PACE`] (the first piece at once), so that a
+//! dribbling client costs the server a read a second, not one per byte. Each connection carries
 //! one request (no keep-alive), so no connection can idle between requests either.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -192,8 +196,13 @@ async fn http<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .max_buf_size(64 * 1024);
+    let paced = PacedHead {
+        inner: io,
+        head_read: head_read.clone(),
+        wait: None,
+    };
     let conn = builder
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(paced), service)
         .with_upgrades();
     tokio::pin!(conn);
     let mut stopping = false;
@@ -216,6 +225,70 @@ async fn http<S>(
                 }
             }
         }
+    }
+}
+
+/// How often a request head that arrives in pieces is read.
+pub const HEAD_READ_PACE: Duration = Duration::from_secs(1);
+
+/// A stream whose reads, until its request head has been read, wait [`HEAD_READ_PACE`] after
+/// each one that brought data; afterwards (and for writes) it is the stream itself.
+struct PacedHead<S> {
+    inner: S,
+    head_read: Arc<AtomicBool>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PacedHead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.head_read.load(Ordering::Acquire) {
+            self.wait = None;
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        if let Some(wait) = self.wait.as_mut() {
+            ready!(wait.as_mut().poll(cx));
+            self.wait = None;
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.wait = Some(Box::pin(tokio::time::sleep(HEAD_READ_PACE)));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PacedHead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -302,5 +375,34 @@ mod tests {
                 "{o}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_in_pieces_is_read_once_per_pace_and_then_freely() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(256);
+        let head_read = Arc::new(AtomicBool::new(false));
+        let mut paced = PacedHead {
+            inner: server,
+            head_read: head_read.clone(),
+            wait: None,
+        };
+        let mut buf = [0u8; 64];
+        let start = tokio::time::Instant::now();
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(paced.read(&mut buf).await.unwrap(), 3);
+        assert_eq!(start.elapsed(), Duration::ZERO, "the first piece at once");
+        // The next pieces wait for the pace, and come together.
+        client.write_all(b" /ws").await.unwrap();
+        client.write_all(b" HTTP/1.1").await.unwrap();
+        assert_eq!(paced.read(&mut buf).await.unwrap(), 13);
+        assert_eq!(start.elapsed(), HEAD_READ_PACE);
+        // Once the head is in, reads are the stream's own.
+        head_read.store(true, Ordering::Release);
+        client.write_all(b"frame").await.unwrap();
+        assert_eq!(paced.read(&mut buf).await.unwrap(), 5);
+        assert_eq!(start.elapsed(), HEAD_READ_PACE);
+        paced.write_all(b"reply").await.unwrap();
+        assert_eq!(client.read(&mut buf).await.unwrap(), 5);
     }
 }

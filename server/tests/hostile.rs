@@ -683,9 +683,12 @@ async fn bystander_latency_under_attack() {
 async fn bystander_latency_under_attack_separate_process() {
     more_files();
     let dir = tempfile::tempdir().unwrap();
+    // HANDSHAKE_SECS: the server's handshake deadline (default 2 s, five times the default's
+    // slowloris reconnects).
+    let handshake = std::env::var("HANDSHAKE_SECS").unwrap_or_else(|_| "2".into());
     let server = ChildServer::start_with_env(
         dir.path(),
-        &[("LIANXIN_LIMITS__HANDSHAKE_TIMEOUT_SECS", "2")],
+        &[("LIANXIN_LIMITS__HANDSHAKE_TIMEOUT_SECS", handshake.as_str())],
     )
     .await;
     let nice = std::env::var("ATTACKER_NICE").unwrap_or_else(|_| "0".into());
@@ -703,7 +706,10 @@ async fn bystander_latency_under_attack_separate_process() {
     let commands = child.stdin.take().unwrap();
     let acks = std::io::BufReader::new(child.stdout.take().unwrap());
     let attacker = Attacker::Child { commands, acks };
-    let what = format!("server, bystanders and attackers (nice {nice}) in three processes");
+    let what = format!(
+        "server with a {handshake} s handshake deadline, bystanders and attackers (nice {nice}) \
+         in three processes"
+    );
     measure_bystanders(&server.url, attacker, Some(server.child.id()), &what).await;
     let _ = child.wait();
     server.kill();

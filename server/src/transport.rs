@@ -192,9 +192,11 @@ async fn http<S>(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // The head's deadline is the `select!` below; hyper's own header timeout (30 s by default)
+    // is off.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .header_read_timeout(None)
         .max_buf_size(64 * 1024);
     let paced = PacedHead {
         inner: io,
@@ -215,6 +217,11 @@ async fn http<S>(
                 return;
             }
             _ = tokio::time::sleep_until(deadline), if !head_read.load(Ordering::Acquire) => {
+                // (The condition was read when this `select!` began: the head may have come
+                // since, and its answer may take longer than the deadline.)
+                if head_read.load(Ordering::Acquire) {
+                    continue;
+                }
                 tracing::debug!(%peer, "no request head within the handshake deadline: dropped");
                 return;
             }
@@ -404,5 +411,48 @@ mod tests {
         assert_eq!(start.elapsed(), HEAD_READ_PACE);
         paced.write_all(b"reply").await.unwrap();
         assert_eq!(client.read(&mut buf).await.unwrap(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_may_take_longer_than_the_head_deadline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "done"
+            }),
+        );
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (_stop_tx, stop) = watch::channel(false);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let served = tokio::spawn(http(server, peer, router, deadline, stop));
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        served.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_not_in_by_the_deadline_is_dropped() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let router = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (_stop_tx, stop) = watch::channel(false);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let served = tokio::spawn(http(server, peer, router, deadline, stop));
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        served.await.unwrap();
     }
 }

@@ -585,7 +585,11 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
             after_seq: 0,
             limit: 500,
         };
-        ws.send(frame(id, Request::GetHistory(get))).await.unwrap();
+        // The server may give up on it before all ten are sent (its replies fill the socket
+        // fast): then the socket is closed under the sender.
+        if ws.send(frame(id, Request::GetHistory(get))).await.is_err() {
+            break;
+        }
     }
     // The server gives up on it: its session ends while it still has not read a byte.
     tokio::time::timeout(Duration::from_secs(20), async {

@@ -570,13 +570,9 @@ mod tests {
 
     use lianxin_protocol::v1::{Petition, PetitionState};
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn commits_made_while_the_trees_are_copied_reach_the_restore_through_the_redo_log() {
-        assert!(TREE_NAMES.contains(&trees::PETITION_KEYSPACE));
-        let src = tempfile::tempdir().unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(src.path())).unwrap();
-        let open = Petition {
+    /// Petition 1 of resident 100, assigned to worker 7, just submitted.
+    fn open_petition() -> Petition {
+        Petition {
             id: 1,
             resident_id: 100,
             assignee_id: 7,
@@ -585,7 +581,16 @@ mod tests {
             state: PetitionState::Submitted as i32,
             created_at_ms: 1_795_000_000_000,
             ..Default::default()
-        };
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_made_while_the_trees_are_copied_reach_the_restore_through_the_redo_log() {
+        assert!(TREE_NAMES.contains(&trees::PETITION_KEYSPACE));
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(src.path())).unwrap();
+        let open = open_petition();
         store
             .commit(&message(&open, 1, "before the backup"))
             .unwrap();
@@ -629,15 +634,7 @@ mod tests {
     async fn a_dump_does_not_hold_up_commits() {
         let src = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig::new(src.path())).unwrap();
-        let p = Petition {
-            id: 1,
-            resident_id: 100,
-            assignee_id: 7,
-            community_id: 3,
-            grid_id: 12,
-            state: PetitionState::Submitted as i32,
-            ..Default::default()
-        };
+        let p = open_petition();
         store.commit(&message(&p, 1, "before")).unwrap();
         let redo = src.path().join("db.lxredo");
         store.begin_redo(&redo).await.unwrap();

@@ -176,6 +176,8 @@ pub(crate) struct RedoLog {
     pub(crate) file: std::io::BufWriter<std::fs::File>,
     /// How many groups were logged.
     pub(crate) groups: u64,
+    /// How many writes (puts and removals) were logged.
+    pub(crate) writes: u64,
     /// The first write error; the backup fails with it.
     pub(crate) error: Option<std::io::Error>,
 }
@@ -361,7 +363,7 @@ impl WriterThread {
     }
 
     /// Appends an applied group's writes to the running backup's redo log.
-    fn log_redo(&self, records: &[u8]) {
+    fn log_redo(&self, records: &[u8], writes: usize) {
         let mut slot = self
             .redo
             .lock()
@@ -370,6 +372,7 @@ impl WriterThread {
             && log.error.is_none()
         {
             log.groups += 1;
+            log.writes += writes as u64;
             if let Err(e) = std::io::Write::write_all(&mut log.file, records) {
                 log.error = Some(e);
             }
@@ -416,7 +419,7 @@ impl WriterThread {
             self.floors.raise(&group.floors);
             let applied = self.keyspace.apply_batch(group.batch);
             if let (Ok(()), Some(records)) = (&applied, group.redo) {
-                self.log_redo(&records);
+                self.log_redo(&records, group.writes);
             }
             applied
         };

@@ -149,6 +149,8 @@ pub struct LoadShape {
     pub drain_secs: u64,
     /// Bytes of text per message.
     pub text_bytes: u64,
+    /// Percent of messages that also carry a photo (uploaded once per sender before the run).
+    pub photo_percent: u8,
 }
 
 /// `steady`: messages at a fixed rate.
@@ -175,9 +177,12 @@ pub struct SteadyArgs {
     /// Seconds to wait for outstanding replies and deliveries after sending stops.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub drain_secs: u64,
-    /// Bytes of text per message.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=4000))]
+    /// Bytes of text per message (the goals' shape: 200).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=4000))]
     pub text_bytes: u64,
+    /// Percent of messages that also carry a photo, uploaded once per sender before the run.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub photo_percent: u8,
 }
 
 impl SteadyArgs {
@@ -191,6 +196,7 @@ impl SteadyArgs {
             max_inflight: self.max_inflight,
             drain_secs: self.drain_secs,
             text_bytes: self.text_bytes,
+            photo_percent: self.photo_percent,
         }
     }
 }
@@ -219,9 +225,12 @@ pub struct SoakArgs {
     /// Seconds to wait for outstanding replies after sending stops.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub drain_secs: u64,
-    /// Bytes of text per message.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=4000))]
+    /// Bytes of text per message (the goals' shape: 200).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=4000))]
     pub text_bytes: u64,
+    /// Percent of messages that also carry a photo, uploaded once per sender before the run.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub photo_percent: u8,
 }
 
 impl SoakArgs {
@@ -235,6 +244,7 @@ impl SoakArgs {
             max_inflight: self.max_inflight,
             drain_secs: self.drain_secs,
             text_bytes: self.text_bytes,
+            photo_percent: self.photo_percent,
         }
     }
 }

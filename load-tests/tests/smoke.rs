@@ -155,10 +155,16 @@ fn steady_acknowledges_and_delivers_every_message() {
             "2",
             "--petitions",
             "5",
+            "--photo-percent",
+            "20",
             "--compare",
         ],
     );
     let (ours, relay) = assert_comparison(&report, "steady");
+    // A fifth of the messages carry a photo uploaded before the run (the relay has no media),
+    // and every one of them was acknowledged: "acked" and "errors" below.
+    assert_eq!(ours["details"]["sends"]["sent_with_photo"], 20);
+    assert_eq!(relay["details"]["sends"]["sent_with_photo"], 0);
     for r in [&ours, &relay] {
         assert_eq!(figure(r, "acked"), 100.0, "{}", r["details"]);
         for zero in [

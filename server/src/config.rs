@@ -201,7 +201,7 @@ impl Default for Config {
             listen_backlog: 4096,
             seed_demo: true,
             node_id: 0,
-            cache_capacity_mb: 64,
+            cache_capacity_mb: 256,
             limits: Limits::default(),
             supervision: SupervisionConfig::default(),
             supervision_tick_ms: 250,

@@ -696,7 +696,29 @@ async fn bystander_latency_under_attack_separate_process() {
     )
     .await;
     let nice = std::env::var("ATTACKER_NICE").unwrap_or_else(|_| "0".into());
-    let mut child = std::process::Command::new("nice")
+    // SERVER_CPUS, BYSTANDER_CPUS, ATTACKER_CPUS: `taskset` CPU lists to pin each process to
+    // (unset: not pinned), e.g. the attackers on a core of their own, as if on another machine.
+    let pin = |var: &str, pid: u32| {
+        if let Ok(cpus) = std::env::var(var) {
+            let status = std::process::Command::new("taskset")
+                .args(["-a", "-cp", &cpus, &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "taskset {cpus} for {var}");
+        }
+    };
+    pin("SERVER_CPUS", server.child.id());
+    pin("BYSTANDER_CPUS", std::process::id());
+    let mut command = match std::env::var("ATTACKER_CPUS") {
+        Ok(cpus) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", &cpus, "nice"]);
+            c
+        }
+        Err(_) => std::process::Command::new("nice"),
+    };
+    let mut child = command
         .args(["-n", &nice])
         .arg(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "attacker_process", "--nocapture"])
@@ -710,9 +732,13 @@ async fn bystander_latency_under_attack_separate_process() {
     let commands = child.stdin.take().unwrap();
     let acks = std::io::BufReader::new(child.stdout.take().unwrap());
     let attacker = Attacker::Child { commands, acks };
+    let cpus = |var: &str| std::env::var(var).unwrap_or_else(|_| "any".into());
     let what = format!(
         "server with a {handshake} s handshake deadline, bystanders and attackers (nice {nice}) \
-         in three processes"
+         in three processes; CPUs: server {}, bystanders {}, attackers {}",
+        cpus("SERVER_CPUS"),
+        cpus("BYSTANDER_CPUS"),
+        cpus("ATTACKER_CPUS")
     );
     measure_bystanders(&server.url, attacker, Some(server.child.id()), &what).await;
     let _ = child.wait();

@@ -353,10 +353,12 @@ impl WriterThread {
                 }
             }
             // Everything queued before it is applied and flushed; nothing after it is applied.
-            if let Some(f) = exclusive
-                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
-            {
-                tracing::error!("an exclusive storage job panicked");
+            if let Some(f) = exclusive {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                    tracing::error!("an exclusive storage job panicked");
+                }
+                // It may have written anything: read afresh what the writer remembered.
+                self.cache.forget();
             }
         }
         tracing::debug!("storage writer stopped");
@@ -418,6 +420,9 @@ impl WriterThread {
             // Readers must not see the new events before the flush: floors first.
             self.floors.raise(&group.floors);
             let applied = self.keyspace.apply_batch(group.batch);
+            if applied.is_ok() {
+                self.cache.applied(&mut group.chunks);
+            }
             if let (Ok(()), Some(records)) = (&applied, group.redo) {
                 self.log_redo(&records, group.writes);
             }

@@ -123,7 +123,7 @@ impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StoreConfig {
             path: path.into(),
-            cache_capacity: 64 * 1024 * 1024,
+            cache_capacity: 256 * 1024 * 1024,
             node_id: 0,
         }
     }

@@ -138,6 +138,8 @@ struct Known {
 const CACHED_PETITIONS: usize = 1 << 16;
 /// Feed heads kept before the writer's caches are emptied (at a group's start).
 const CACHED_HEADS: usize = 1 << 18;
+/// Bytes of open timeline and feed chunks kept before that cache is emptied (at a group's start).
+const CACHED_CHUNK_BYTES: usize = 32 << 20;
 
 /// What the single writer remembers between commits. It is the keyspace's only writer, so none of
 /// this goes stale; entries missing are read from the tree.
@@ -147,6 +149,8 @@ pub(crate) struct WriterCache {
     heads: HashMap<u64, u64>,
     /// petition id → its stored (or staged) index keys and known participants.
     petitions: HashMap<u64, Known>,
+    /// Timeline and feed chunks that are not full yet, as stored.
+    chunks: ChunkCache,
     /// Reused to encode values.
     scratch: Vec<u8>,
 }
@@ -166,13 +170,13 @@ pub(crate) struct Group {
     pub(crate) redo: Option<Vec<u8>>,
     /// The packed chunks (`ks::TIMELINE`, `ks::FEED_PACK`) this group has written, as staged:
     /// the next commit of the group appends to these, not to what the tree holds.
-    chunks: HashMap<ChunkKey, Vec<u8>>,
+    pub(crate) chunks: HashMap<ChunkKey, Vec<u8>>,
     /// hour → the audit chunk of that hour this group appends to (`ks::AUDIT_PACK`).
     audit_tails: HashMap<u64, u64>,
 }
 
 /// A packed chunk: its prefix, the petition or account, the chunk number.
-type ChunkKey = (u8, u64, u64);
+pub(crate) type ChunkKey = (u8, u64, u64);
 
 impl Group {
     fn put(&mut self, key: &[u8], value: impl Into<sled::IVec>) {
@@ -249,6 +253,7 @@ fn stored_audit_tail(tree: &sled::Tree, hour: u64) -> Result<Option<(u64, Vec<u8
 /// the group or `loaded` already has it.
 fn load_chunk(
     tree: &sled::Tree,
+    cached: &mut ChunkCache,
     g: &Group,
     loaded: &mut Vec<(ChunkKey, Vec<u8>)>,
     key: ChunkKey,
@@ -256,12 +261,52 @@ fn load_chunk(
     if g.chunks.contains_key(&key) || loaded.iter().any(|(k, _)| *k == key) {
         return Ok(());
     }
-    let value = tree
-        .get(pkey2(key.0, key.1, key.2))?
-        .map(|v| v.to_vec())
-        .unwrap_or_default();
+    // Taken out of the cache: it goes back, as the group leaves it, once the group is applied.
+    let value = match cached.take(&key) {
+        Some(value) => value,
+        None => tree
+            .get(pkey2(key.0, key.1, key.2))?
+            .map(|v| v.to_vec())
+            .unwrap_or_default(),
+    };
     loaded.push((key, value));
     Ok(())
+}
+
+/// The open (not yet full) timeline and feed chunks as stored, kept by the writer between groups:
+/// the next entry or event goes there, so it need not be read back from the tree.
+#[derive(Default)]
+struct ChunkCache {
+    map: HashMap<ChunkKey, Vec<u8>>,
+    /// Bytes held in `map`.
+    bytes: usize,
+}
+
+impl ChunkCache {
+    /// Takes a chunk out (it comes back through [`ChunkCache::keep`] once its group is applied).
+    fn take(&mut self, key: &ChunkKey) -> Option<Vec<u8>> {
+        let value = self.map.remove(key)?;
+        self.bytes = self.bytes.saturating_sub(value.len());
+        Some(value)
+    }
+
+    /// Keeps a chunk as it is now stored.
+    fn keep(&mut self, key: ChunkKey, value: Vec<u8>) {
+        self.bytes += value.len();
+        if let Some(old) = self.map.insert(key, value) {
+            self.bytes = self.bytes.saturating_sub(old.len());
+        }
+    }
+}
+
+/// How many items a chunk of this prefix holds when full; `None` for chunks the writer does not
+/// keep between groups.
+fn chunk_capacity(prefix: u8) -> Option<usize> {
+    match prefix {
+        ks::TIMELINE => Some(ENTRIES_PER_KEY as usize),
+        ks::FEED_PACK => Some(EVENTS_PER_KEY as usize),
+        _ => None,
+    }
 }
 
 /// The index keys of the stored petition, if there is one.
@@ -323,12 +368,28 @@ impl WriterCache {
         if self.heads.len() > CACHED_HEADS {
             self.heads.clear();
         }
+        if self.chunks.bytes > CACHED_CHUNK_BYTES {
+            self.chunks = ChunkCache::default();
+        }
     }
 
     /// Forgets everything (after a batch failed to apply, what was staged is not stored).
     pub(crate) fn forget(&mut self) {
         self.petitions.clear();
         self.heads.clear();
+        self.chunks = ChunkCache::default();
+    }
+
+    /// Keeps the chunks an applied group wrote that are not full yet, for the groups after it.
+    pub(crate) fn applied(&mut self, chunks: &mut HashMap<ChunkKey, Vec<u8>>) {
+        for (key, value) in chunks.drain() {
+            let Some(capacity) = chunk_capacity(key.0) else {
+                continue;
+            };
+            if packed::count(&value).is_ok_and(|n| n < capacity) {
+                self.chunks.keep(key, value);
+            }
+        }
     }
 
     /// Stages one commit into the group: all of its writes or, on an error, none of them.
@@ -384,7 +445,13 @@ impl WriterCache {
         let mut audit_tails: Vec<(u64, u64)> = Vec::new();
         for e in &c.entries {
             let (chunk, _) = packed::locate(e.seq, ENTRIES_PER_KEY);
-            load_chunk(tree, g, &mut loaded, (ks::TIMELINE, p.id, chunk))?;
+            load_chunk(
+                tree,
+                &mut self.chunks,
+                g,
+                &mut loaded,
+                (ks::TIMELINE, p.id, chunk),
+            )?;
             let hour = audit_hour(e);
             if audited(e)
                 && !g.audit_tails.contains_key(&hour)
@@ -399,7 +466,13 @@ impl WriterCache {
             // Only the chunk of the next cursor can hold events already; later ones are new.
             let (chunk, pos) = packed::locate(head.saturating_add(1), EVENTS_PER_KEY);
             if head > 0 && pos > 0 {
-                load_chunk(tree, g, &mut loaded, (ks::FEED_PACK, account, chunk))?;
+                load_chunk(
+                    tree,
+                    &mut self.chunks,
+                    g,
+                    &mut loaded,
+                    (ks::FEED_PACK, account, chunk),
+                )?;
             }
         }
         // A damaged chunk is refused here, before anything is staged.
@@ -1266,5 +1339,54 @@ mod tests {
         assert_eq!(store.steps_due(1000, 10).unwrap(), vec![(900, 1)]);
         assert_eq!(store.assigned_to(7).unwrap().len(), 1);
         assert_eq!(store.open_petitions(5).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_writer_keeps_only_open_chunks_and_they_match_the_tree() {
+        let store = Store::temporary().unwrap();
+        let tree = store.keyspace();
+        let mut cache = WriterCache::default();
+        // 20 messages, one group each, as the writer runs them: stage, apply, keep.
+        for seq in 1..=20u64 {
+            let e = text(1, seq, "路灯");
+            let mut g = Group::default();
+            let result = cache
+                .stage(
+                    tree,
+                    &Commit {
+                        petition: petition(1, 7, PetitionState::Submitted, seq),
+                        entries: vec![e.clone()],
+                        feed: vec![(100, added(&e)), (7, added(&e))],
+                        ..Default::default()
+                    },
+                    &mut g,
+                )
+                .unwrap();
+            assert!(matches!(result, CommitResult::Done(_)));
+            tree.apply_batch(g.batch).unwrap();
+            cache.applied(&mut g.chunks);
+        }
+        // Timeline chunk 0 (entries 0-15) is full and not kept; chunk 1 and both feeds' chunk 0
+        // are open and kept, byte for byte as stored.
+        let mut kept: Vec<ChunkKey> = cache.chunks.map.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            vec![
+                (ks::TIMELINE, 1, 1),
+                (ks::FEED_PACK, 7, 0),
+                (ks::FEED_PACK, 100, 0)
+            ]
+        );
+        for (key, value) in &cache.chunks.map {
+            let stored = tree.get(pkey2(key.0, key.1, key.2)).unwrap().unwrap();
+            assert_eq!(&stored[..], &value[..], "{key:?}");
+        }
+        let bytes: usize = cache.chunks.map.values().map(Vec::len).sum();
+        assert_eq!(cache.chunks.bytes, bytes);
+        assert_eq!(store.entries(1, 0, 100).unwrap().len(), 20);
+        cache.forget();
+        assert!(cache.chunks.map.is_empty());
+        assert_eq!(cache.chunks.bytes, 0);
     }
 }

@@ -552,7 +552,70 @@ struct SendCounts {
     dropped_closed: u64,
     submits_attempted: u64,
     submits_dropped: u64,
+    with_photo: u64,
     sent_per_sec: Vec<u64>,
+}
+
+/// Whether send number `i` carries a photo, for `percent` of sends spread evenly.
+fn with_photo(i: u64, percent: u8) -> bool {
+    (i.wrapping_mul(37) % 100) < u64::from(percent)
+}
+
+/// Photo size uploaded per sender, KiB (a phone photo after the client's own downscaling).
+const PHOTO_KIB: u32 = 200;
+
+/// Uploads one photo per sender (each petition's resident and worker) over `POST /media`;
+/// returns the media id per account.
+async fn upload_photos(
+    ctx: &Ctx<'_>,
+    plan: &[PlannedPetition],
+    accounts: &HashMap<String, Account>,
+) -> anyhow::Result<HashMap<u64, String>> {
+    let http = ctx
+        .url
+        .replace("ws://", "http://")
+        .trim_end_matches("/ws")
+        .to_owned();
+    let mut senders: Vec<&Account> = plan
+        .iter()
+        .flat_map(|p| [&p.resident, &p.worker])
+        .filter_map(|login| accounts.get(login))
+        .collect();
+    senders.sort_by_key(|a| a.id);
+    senders.dedup_by_key(|a| a.id);
+    let client = reqwest::Client::new();
+    let bar = progress::counter(senders.len() as u64, "uploading one photo per sender");
+    let uploaded: Vec<anyhow::Result<(u64, String)>> =
+        futures_util::stream::iter(senders.into_iter().enumerate())
+            .map(|(i, account)| {
+                let (client, bar, url) = (client.clone(), bar.clone(), format!("{http}/media"));
+                async move {
+                    let photo = super::uploads::noise_jpeg(PHOTO_KIB, i as u32)?;
+                    let resp = client
+                        .post(&url)
+                        .bearer_auth(&account.token)
+                        .header("content-type", "image/jpeg")
+                        .body(photo)
+                        .send()
+                        .await
+                        .context("posting a photo")?;
+                    let status = resp.status();
+                    let body: serde_json::Value =
+                        resp.json().await.context("reading the upload's answer")?;
+                    anyhow::ensure!(status.is_success(), "HTTP {status}: {body}");
+                    let id = body["id"]
+                        .as_str()
+                        .context("the upload's answer has no id")?
+                        .to_owned();
+                    bar.inc(1);
+                    Ok((account.id, id))
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+    bar.finish_and_clear();
+    uploaded.into_iter().collect()
 }
 
 /// Everything a load run measured.
@@ -576,6 +639,7 @@ impl LoadRun {
             "max_inflight": shape.max_inflight,
             "drain_secs": shape.drain_secs,
             "text_bytes": shape.text_bytes,
+            "photo_percent": shape.photo_percent,
             "connections": self.connections,
             "target": ctx.url,
         });
@@ -641,6 +705,11 @@ pub async fn run_load(ctx: &Ctx<'_>, shape: &LoadShape) -> anyhow::Result<LoadRu
     for p in &opened {
         shared.add_petition(p);
     }
+    let photos = if shape.photo_percent > 0 && !ctx.is_relay() {
+        upload_photos(ctx, &plan[..shape.petitions as usize], &accounts_map).await?
+    } else {
+        HashMap::new()
+    };
     let conns = open_connections(ctx, &accounts_map, &shared).await?;
     let text = message_text(shape.text_bytes as usize);
     let max_inflight = shape.max_inflight as usize;
@@ -687,11 +756,18 @@ pub async fn run_load(ctx: &Ctx<'_>, shape: &LoadShape) -> anyhow::Result<LoadRu
                     continue;
                 };
                 let client_msg_id = format!("{run_id}-{i}");
+                let media_ids = match photos.get(&sender) {
+                    Some(id) if with_photo(i, shape.photo_percent) => {
+                        counts.with_photo += 1;
+                        vec![id.clone()]
+                    }
+                    _ => Vec::new(),
+                };
                 let request = Request::SendMessage(SendMessage {
                     petition_id: p.id,
                     text: text.clone(),
                     client_msg_id: client_msg_id.clone(),
-                    media_ids: Vec::new(),
+                    media_ids,
                 });
                 match conn.request(
                     request,
@@ -941,6 +1017,7 @@ pub async fn run_load(ctx: &Ctx<'_>, shape: &LoadShape) -> anyhow::Result<LoadRu
             "dropped_closed": counts.dropped_closed,
             "submits_attempted": counts.submits_attempted,
             "submits_dropped": counts.submits_dropped,
+            "sent_with_photo": counts.with_photo,
         },
         "acked": t.acked,
         "acked_within_duration": t.acked_in_window,
@@ -979,10 +1056,18 @@ pub async fn run_load(ctx: &Ctx<'_>, shape: &LoadShape) -> anyhow::Result<LoadRu
             .map(|(q, v)| (q.clone(), *v))
             .collect::<BTreeMap<String, f64>>(),
     });
-    let mut notes = vec![format!(
-        "every message is text ({} bytes); media messages do not exist in the protocol yet",
-        shape.text_bytes
-    )];
+    let mut notes = vec![if counts.with_photo > 0 {
+        format!(
+            "messages carry {} bytes of text; {} of them ({} %) also a photo of {PHOTO_KIB} KiB \
+             uploaded before the run",
+            shape.text_bytes, counts.with_photo, shape.photo_percent
+        )
+    } else {
+        format!("every message is text only ({} bytes)", shape.text_bytes)
+    }];
+    if shape.photo_percent > 0 && ctx.is_relay() {
+        notes.push("the relay stores no media: its messages are text only".to_owned());
+    }
     if ctx.is_relay() {
         notes.push(
             "bare relay: no storage, no durability (acks before any disk write), in-memory feeds, \

@@ -1,6 +1,6 @@
 //! Readings of a process from `/proc` (Linux): CPU seconds from `/proc/PID/stat`, resident memory
-//! (`VmRSS`) and its peak (`VmHWM`) from `/proc/PID/status`, and a sampler that takes them every
-//! second.
+//! (`VmRSS`) and its peak (`VmHWM`) from `/proc/PID/status`, bytes it caused to be written to
+//! disk from `/proc/PID/io`, and a sampler that takes them every second.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,9 @@ pub struct Snapshot {
     pub rss_bytes: u64,
     /// Peak resident memory since the process started, in bytes.
     pub hwm_bytes: u64,
+    /// Bytes the process caused to be sent to the storage layer since it started (`write_bytes`
+    /// of `/proc/PID/io`); `None` where that file cannot be read.
+    pub disk_write_bytes: Option<u64>,
 }
 
 /// A snapshot taken `t_secs` after the sampler started.
@@ -71,7 +74,14 @@ pub fn parse_snapshot(stat: &str, status: &str) -> Option<Snapshot> {
         cpu_secs: ticks as f64 / CLK_TCK,
         rss_bytes,
         hwm_bytes,
+        disk_write_bytes: None,
     })
+}
+
+/// The `write_bytes: 1234` line of `/proc/PID/io`.
+pub fn parse_io_write_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:")?.trim().parse().ok())
 }
 
 /// Reads a process (`pid`), or this process when `pid` is `None`.
@@ -82,12 +92,16 @@ pub fn read(pid: Option<u32>) -> std::io::Result<Snapshot> {
     };
     let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
     let status = std::fs::read_to_string(format!("{dir}/status"))?;
-    parse_snapshot(&stat, &status).ok_or_else(|| {
+    let mut snapshot = parse_snapshot(&stat, &status).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("cannot parse {dir}/stat or {dir}/status"),
         )
-    })
+    })?;
+    snapshot.disk_write_bytes = std::fs::read_to_string(format!("{dir}/io"))
+        .ok()
+        .and_then(|io| parse_io_write_bytes(&io));
+    Ok(snapshot)
 }
 
 /// Takes a snapshot of a process every interval in a background task.
@@ -460,6 +474,15 @@ mod tests {
     }
 
     #[test]
+    fn io_gives_the_bytes_written_to_storage() {
+        let io = "rchar: 100\nwchar: 5000\nsyscr: 3\nsyscw: 4\nread_bytes: 0\n\
+                  write_bytes: 4096\ncancelled_write_bytes: 0\n";
+        // `write_bytes`, not `cancelled_write_bytes` nor `wchar`.
+        assert_eq!(parse_io_write_bytes(io), Some(4096));
+        assert_eq!(parse_io_write_bytes("wchar: 5\n"), None);
+    }
+
+    #[test]
     fn machine_cpu_line() {
         let stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n";
         let m = parse_machine_cpu(stat).unwrap();
@@ -511,6 +534,7 @@ mod tests {
                 cpu_secs: cpu,
                 rss_bytes: rss,
                 hwm_bytes: rss + 10,
+                disk_write_bytes: None,
             },
         }
     }

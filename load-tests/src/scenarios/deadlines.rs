@@ -996,6 +996,7 @@ mod tests {
                 cpu_secs: 0.0,
                 rss_bytes,
                 hwm_bytes: rss_bytes,
+                disk_write_bytes: None,
             },
         }
     }

@@ -961,6 +961,19 @@ pub async fn run_load(ctx: &Ctx<'_>, shape: &LoadShape) -> anyhow::Result<LoadRu
             ));
         }
     }
+    if let (Some(b), Some(a)) = (
+        server_before.and_then(|s| s.disk_write_bytes),
+        server_after.and_then(|s| s.disk_write_bytes),
+    ) && t.acked > 0
+    {
+        metrics.push(Metric::new(
+            "server_disk_bytes_per_msg",
+            "target disk writes per message",
+            a.saturating_sub(b) as f64 / t.acked as f64,
+            Unit::Bytes,
+            Better::Lower,
+        ));
+    }
     if let Some(p999) = server_side
         .iter()
         .find(|(q, _)| q == "0.999")

@@ -26,7 +26,7 @@ pub const FILE: &str = "lianxin-checkpoint";
 pub const META_CHECKPOINT: &[u8] = b"checkpoint";
 
 /// How often the writer takes a checkpoint while groups are being committed.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Engine(sled::Error::Io(e))

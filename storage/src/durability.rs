@@ -190,7 +190,8 @@ fn gone() -> StoreError {
 
 impl Writer {
     /// Starts the writer thread for this database and its petition keyspace; `checkpoints`
-    /// (absent for temporary stores) are taken every [`CHECKPOINT_EVERY`] with a group flush.
+    /// (absent for temporary stores) are taken with every group that writes (the file is
+    /// `fsync`ed at most [`crate::checkpoint::SYNC_EVERY`] apart).
     pub(crate) fn start(
         db: sled::Db,
         keyspace: sled::Tree,
@@ -430,7 +431,7 @@ impl WriterThread {
         };
         // A checkpoint marks the database first; the file follows once the mark is on disk.
         let checkpoint = match &mut self.checkpoints {
-            Some(c) if force_checkpoint || c.due() => match c.mark() {
+            Some(c) if force_checkpoint || group.writes > 0 => match c.mark() {
                 Ok(n) => Some(n),
                 Err(e) => {
                     tracing::error!(error = %e, "marking a checkpoint failed");
@@ -459,7 +460,7 @@ impl WriterThread {
                 outcome.as_ref().err().map(|e| e.to_string());
         }
         if let (Ok(()), Some(n), Some(c)) = (&outcome, checkpoint, &mut self.checkpoints)
-            && let Err(e) = c.record(n)
+            && let Err(e) = c.record(n, force_checkpoint || c.sync_due())
         {
             // The data is on disk all the same; only the guard lags.
             tracing::error!(error = %e, "writing the checkpoint file failed");

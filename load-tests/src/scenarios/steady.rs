@@ -571,11 +571,7 @@ async fn upload_photos(
     plan: &[PlannedPetition],
     accounts: &HashMap<String, Account>,
 ) -> anyhow::Result<HashMap<u64, String>> {
-    let http = ctx
-        .url
-        .replace("ws://", "http://")
-        .trim_end_matches("/ws")
-        .to_owned();
+    let http = super::uploads::http_base(ctx);
     let mut senders: Vec<&Account> = plan
         .iter()
         .flat_map(|p| [&p.resident, &p.worker])
@@ -591,18 +587,11 @@ async fn upload_photos(
                 let (client, bar, url) = (client.clone(), bar.clone(), format!("{http}/media"));
                 async move {
                     let photo = super::uploads::noise_jpeg(PHOTO_KIB, i as u32)?;
-                    let resp = client
-                        .post(&url)
-                        .bearer_auth(&account.token)
-                        .header("content-type", "image/jpeg")
-                        .body(photo)
-                        .send()
-                        .await
-                        .context("posting a photo")?;
-                    let status = resp.status();
-                    let body: serde_json::Value =
-                        resp.json().await.context("reading the upload's answer")?;
+                    let (status, body) =
+                        super::uploads::post_photo(&client, &url, &account.token, photo).await?;
                     anyhow::ensure!(status.is_success(), "HTTP {status}: {body}");
+                    let body: serde_json::Value =
+                        serde_json::from_str(&body).context("reading the upload's answer")?;
                     let id = body["id"]
                         .as_str()
                         .context("the upload's answer has no id")?

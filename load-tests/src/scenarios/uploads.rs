@@ -38,14 +38,39 @@ pub fn noise_jpeg(kib: u32, seed: u32) -> anyhow::Result<Vec<u8>> {
     encode(side, side)
 }
 
+/// The target's HTTP base address (`http://host:port`), from its WebSocket URL.
+pub fn http_base(ctx: &Ctx<'_>) -> String {
+    ctx.url
+        .replace("ws://", "http://")
+        .trim_end_matches("/ws")
+        .to_owned()
+}
+
+/// Posts a JPEG to `url` (`POST /media`) as the token's account; returns the HTTP status and the
+/// answer's body.
+pub async fn post_photo(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    photo: Vec<u8>,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    let resp = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "image/jpeg")
+        .body(photo)
+        .send()
+        .await
+        .context("posting a photo")?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    Ok((status, body))
+}
+
 /// Runs `uploads`.
 pub async fn run(ctx: &Ctx<'_>, args: &UploadsArgs) -> anyhow::Result<Outcome> {
     anyhow::ensure!(!ctx.is_relay(), "the relay stores no media");
-    let http = ctx
-        .url
-        .replace("ws://", "http://")
-        .trim_end_matches("/ws")
-        .to_owned();
+    let http = http_base(ctx);
     // Residents only: each photo's uploader owns it.
     let logins: Vec<String> = accounts::demo_logins()
         .into_iter()
@@ -84,16 +109,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &UploadsArgs) -> anyhow::Result<Outcome> {
             let url = format!("{http}/media");
             async move {
                 let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .bearer_auth(token)
-                    .header("content-type", "image/jpeg")
-                    .body(photo)
-                    .send()
-                    .await
-                    .context("posting a photo")?;
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
+                let (status, body) = post_photo(&client, &url, &token, photo).await?;
                 bar.inc(1);
                 anyhow::ensure!(status.is_success(), "HTTP {status}: {body}");
                 anyhow::ensure!(body.contains("MEDIA_KIND_IMAGE"), "not an image: {body}");

@@ -120,35 +120,39 @@ impl Checkpoints {
         }
         let path = dir.join(FILE);
         let fresh = !matches!(std::fs::read(&path).map(|b| b.len()), Ok(n) if n == 2 * SLOT);
+        let n = {
+            let n = found.max(expected) + 1;
+            meta.insert(META_CHECKPOINT, &n.to_be_bytes()[..])?;
+            db.flush()?;
+            n
+        };
+        if fresh {
+            // A new file, or one in the old format: both slots written to a temporary file,
+            // synced and renamed over it, so that a crash leaves the old file or the new one.
+            let mut both = [0u8; 2 * SLOT];
+            both[..SLOT].copy_from_slice(&slot(n));
+            both[SLOT..].copy_from_slice(&slot(n));
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, both).map_err(io_err)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err)?;
+            std::fs::rename(&tmp, &path).map_err(io_err)?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
         let file = std::fs::OpenOptions::new()
-            .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
             .open(&path)
             .map_err(io_err)?;
         let mut c = Checkpoints {
             meta,
             file,
-            next: found.max(expected) + 1,
+            next: n + 1,
             synced: Instant::now(),
         };
-        let n = c.mark()?;
-        db.flush()?;
-        if fresh {
-            // A new file, or one in the old format: both slots at once, then synced (and the
-            // folder, for the file's name).
-            let mut both = [0u8; 2 * SLOT];
-            both[..SLOT].copy_from_slice(&slot(n));
-            both[SLOT..].copy_from_slice(&slot(n));
-            c.file.set_len(0).map_err(io_err)?;
-            c.file.write_all_at(&both, 0).map_err(io_err)?;
-            c.file.sync_all().map_err(io_err)?;
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            c.next = n + 1;
-        } else {
+        if !fresh {
             c.record(n, true)?;
         }
         Ok(c)

@@ -72,6 +72,12 @@ fn parse(bytes: &[u8]) -> Option<u64> {
     slots.into_iter().flatten().filter_map(read_slot).max()
 }
 
+/// Writes a checkpoint counter into the `meta` tree (not yet flushed).
+fn put_counter(meta: &sled::Tree, n: u64) -> Result<()> {
+    meta.insert(META_CHECKPOINT, &n.to_be_bytes()[..])?;
+    Ok(())
+}
+
 fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Engine(sled::Error::Io(e))
 }
@@ -120,12 +126,9 @@ impl Checkpoints {
         }
         let path = dir.join(FILE);
         let fresh = !matches!(std::fs::read(&path).map(|b| b.len()), Ok(n) if n == 2 * SLOT);
-        let n = {
-            let n = found.max(expected) + 1;
-            meta.insert(META_CHECKPOINT, &n.to_be_bytes()[..])?;
-            db.flush()?;
-            n
-        };
+        let n = found.max(expected) + 1;
+        put_counter(&meta, n)?;
+        db.flush()?;
         if fresh {
             // A new file, or one in the old format: both slots written to a temporary file,
             // synced and renamed over it, so that a crash leaves the old file or the new one.
@@ -166,7 +169,7 @@ impl Checkpoints {
     /// Writes the next counter into the database (not yet flushed); returns it.
     pub(crate) fn mark(&mut self) -> Result<u64> {
         let n = self.next;
-        self.meta.insert(META_CHECKPOINT, &n.to_be_bytes()[..])?;
+        put_counter(&self.meta, n)?;
         Ok(n)
     }
 

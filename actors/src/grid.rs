@@ -12,7 +12,7 @@ use lianxin_protocol::v1::{
     Action, Category, Channel, Entry, FiledBy, Grid, NoticeKind, Petition, PetitionNotice,
     PetitionState, Role, TextBody, Transition, WorkerInfo, entry, event,
 };
-use lianxin_storage::petitions::IdempotencyKey;
+use lianxin_storage::petitions::{IdScope, IdempotencyKey, SUBMISSION_ENTRIES};
 use lianxin_storage::{AccountRecord, Commit, CommitResult};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::Instrument;
@@ -477,7 +477,7 @@ async fn submit(
         }),
         created_at_ms: now,
         updated_at_ms: now,
-        last_seq: 2,
+        last_seq: SUBMISSION_ENTRIES,
         grid_head_id: state.grid.head_id,
         round: 1,
         round_started_at_ms: now,
@@ -534,6 +534,7 @@ async fn submit(
         idempotency: (!new.client_msg_id.is_empty()).then(|| IdempotencyKey {
             account_id: filer,
             client_msg_id: format!("s/{}", new.client_msg_id),
+            scope: IdScope::Key,
             ack: id.to_be_bytes().to_vec(),
         }),
     };

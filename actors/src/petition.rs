@@ -19,7 +19,7 @@ use lianxin_protocol::v1::{
     StepKind, SupervisionLevel, SupervisionNotice, TextBody, entry, event,
 };
 use lianxin_storage::media::parse_sha;
-use lianxin_storage::petitions::IdempotencyKey;
+use lianxin_storage::petitions::{IdScope, IdempotencyKey};
 use lianxin_storage::{Commit, CommitResult};
 use prost::Message;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -577,9 +577,10 @@ async fn message(
         Err(refused) => {
             if !client_msg_id.is_empty()
                 && client_msg_id.len() <= 128
-                && let Some(ack) = state.county.store().idempotent_ack(
+                && let Some(ack) = state.county.store().message_ack(
+                    state.petition.id,
                     who.caller.account_id,
-                    &message_key(state.petition.id, &client_msg_id),
+                    &client_msg_id,
                 )?
             {
                 state.county.store().durable().await?;
@@ -644,10 +645,12 @@ async fn message(
         feed,
         at_ms: now,
         read_mark: None,
+        // Kept in the message's own entry: a resend is answered with that entry's ack.
         idempotency: (!client_msg_id.is_empty()).then(|| IdempotencyKey {
             account_id: who.caller.account_id,
-            client_msg_id: message_key(petition_id, &client_msg_id),
-            ack: ack.encode_to_vec(),
+            client_msg_id: client_msg_id.clone(),
+            scope: IdScope::Entry,
+            ack: Vec::new(),
         }),
     };
     match store_and_publish(state, commit).await {
@@ -1007,9 +1010,4 @@ async fn supervise(
         .await?
         .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
     Ok(PetitionReply::Supervised(fired))
-}
-
-/// The idempotency key of a message: client message ids are scoped to the petition.
-fn message_key(petition_id: u64, client_msg_id: &str) -> String {
-    format!("m/{petition_id}/{client_msg_id}")
 }

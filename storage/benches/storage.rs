@@ -31,11 +31,10 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use lianxin_protocol::v1::{
-    Entry, EntryAdded, MessageAck, Petition, PetitionState, Role, TextBody, entry, event,
+    Entry, EntryAdded, Petition, PetitionState, Role, TextBody, entry, event,
 };
-use lianxin_storage::petitions::IdempotencyKey;
+use lianxin_storage::petitions::{IdScope, IdempotencyKey};
 use lianxin_storage::{Commit, CommitResult, Store, StoreConfig};
-use prost::Message;
 
 /// Start of the simulated clock (2026-01-01).
 const T0: i64 = 1_767_225_600_000;
@@ -127,12 +126,6 @@ impl Conversation {
                 text: self.text.clone(),
             })),
         };
-        let ack = MessageAck {
-            petition_id: p.id,
-            seq,
-            at_ms: now,
-            duplicate: false,
-        };
         let feed = [p.resident_id, p.assignee_id, p.grid_head_id]
             .into_iter()
             .map(|r| {
@@ -149,8 +142,9 @@ impl Conversation {
             add_participants: vec![author_id],
             idempotency: Some(IdempotencyKey {
                 account_id: author_id,
-                client_msg_id: format!("m/{}/{}", p.id, client_msg_id),
-                ack: ack.encode_to_vec(),
+                client_msg_id,
+                scope: IdScope::Entry,
+                ack: Vec::new(),
             }),
             petition: p,
             entries: vec![entry],

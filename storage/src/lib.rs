@@ -48,8 +48,11 @@ pub use records::{AccountRecord, SessionRecord};
 /// keyspace tree (`trees::MERGED_IN_V3`), feed heads no longer stored. 4: a feed event announcing
 /// a new timeline entry is stored as a reference to the entry (`feed::FeedRef`), not a copy.
 /// 5: timelines, feeds and the audit log packed, 16 entries, 32 events or 16 audit records to a
-/// key (`packed`), because sled's resting memory follows the number of keys.
-pub const SCHEMA_VERSION: u64 = 5;
+/// key (`packed`), because sled's resting memory follows the number of keys. 6: a plain message
+/// no longer rewrites its petition's record (readers take `last_seq` and `updated_at_ms` from the
+/// newest entry, `petitions::catch_up`), and its client id lives only in its entry
+/// (`petitions::IdScope::Entry`); a build before 6 would read those records as stale.
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,9 @@ pub enum StoreError {
         /// The checkpoint the database holds (0: none).
         found: u64,
     },
+    /// A commit broke what storage requires of it (a bug in the caller); nothing was stored.
+    #[error("commit refused: {0}")]
+    BadCommit(String),
     /// The engine failed (I/O error, full disk, ...).
     #[error("storage engine error: {0}")]
     Engine(#[from] sled::Error),
@@ -400,6 +406,8 @@ fn check_schema(db: &sled::Db, trees: &trees::Trees) -> Result<()> {
              audit records to a key"
         );
     }
+    // 5 → 6 needs no rewrite: records written before are exact, and entries always carried
+    // their client ids. Message keys (`m/…`) under `ks::IDEMPOTENCY` stay, unread.
     if found < SCHEMA_VERSION {
         meta.insert(
             trees::META_SCHEMA_VERSION,

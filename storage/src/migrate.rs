@@ -523,6 +523,7 @@ mod tests {
                 idempotency: Some(crate::petitions::IdempotencyKey {
                     account_id: 100,
                     client_msg_id: "m/1/c-1".into(),
+                    scope: crate::petitions::IdScope::Key,
                     ack: b"other".to_vec(),
                 }),
                 ..c

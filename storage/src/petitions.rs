@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use lianxin_protocol::v1::{AuditRecord, Entry, Petition, PetitionState, ReadMark, entry, event};
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use prost::Message;
 
@@ -38,8 +39,23 @@ pub struct IdempotencyKey {
     pub account_id: u64,
     /// The client's own id for the message.
     pub client_msg_id: String,
-    /// The acknowledgement, encoded; returned as it is for a resend.
+    /// Where the id is remembered.
+    pub scope: IdScope,
+    /// The acknowledgement, encoded; returned as it is for a resend (`IdScope::Key` only).
     pub ack: Vec<u8>,
+}
+
+/// Where a client message id is remembered, so that a resend is recognised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdScope {
+    /// Under a key of its own, with the acknowledgement given.
+    #[default]
+    Key,
+    /// In the commit's first entry, a message of the petition by `account_id` carrying
+    /// `client_msg_id`: nothing more is written, and a resend is answered with a `MessageAck` of
+    /// that entry. Ids are unique per sender within a petition, the petition's opening text
+    /// included.
+    Entry,
 }
 
 /// One appended feed event, for live delivery.
@@ -130,8 +146,110 @@ impl Facts {
 struct Known {
     /// Its index keys.
     facts: Facts,
+    /// Its stored record as [`progress_cleared`] leaves it: a commit whose petition is the same
+    /// but for its progress does not rewrite the record.
+    record: Petition,
+    /// `updated_at_ms` of the stored record.
+    updated_at_ms: i64,
     /// Accounts known to be in `ks::ACCOUNT_PETITION` for it (not necessarily all of them).
     participants: Vec<u64>,
+    /// [`client_id_hash`] → seq of its message entries that carry a client id, once read
+    /// (`IdScope::Entry`).
+    client_ids: Option<HashMap<u64, u64>>,
+}
+
+impl Known {
+    fn of(stored: Petition) -> Known {
+        Known {
+            facts: Facts::of(&stored),
+            updated_at_ms: stored.updated_at_ms,
+            record: progress_cleared(stored),
+            participants: Vec::new(),
+            client_ids: None,
+        }
+    }
+}
+
+/// A petition record without what every message moves on (`last_seq`, `updated_at_ms`): a
+/// record is rewritten only when something else changed, and readers take those two from the
+/// newest timeline entry ([`Store::petition`]).
+fn progress_cleared(mut p: Petition) -> Petition {
+    p.last_seq = 0;
+    p.updated_at_ms = 0;
+    p
+}
+
+/// How many entries a petition's submission writes (the `Submit` transition, then the opening
+/// text): a client id among them is the submission's, kept under its own key (`IdScope::Key`),
+/// never a message's.
+pub const SUBMISSION_ENTRIES: u64 = 2;
+
+/// The fields of a stored entry that identify a client's send.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EntryIdentity {
+    #[prost(uint64, tag = "2")]
+    seq: u64,
+    #[prost(uint64, tag = "3")]
+    author_id: u64,
+    #[prost(int64, tag = "6")]
+    at_ms: i64,
+    #[prost(string, tag = "7")]
+    client_msg_id: String,
+}
+
+/// The in-memory key of a client id within a petition (hashes are checked against the entry).
+fn client_id_hash(author_id: u64, client_msg_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    author_id.hash(&mut h);
+    client_msg_id.hash(&mut h);
+    h.finish()
+}
+
+/// The acknowledgement of a stored message entry, as a resend gets it.
+fn message_ack(petition_id: u64, seq: u64, at_ms: i64) -> Vec<u8> {
+    lianxin_protocol::v1::MessageAck {
+        petition_id,
+        seq,
+        at_ms,
+        duplicate: false,
+    }
+    .encode_to_vec()
+}
+
+/// Visits the stored entries of a petition that carry a message's client id, in order, until
+/// `visit` breaks.
+fn visit_sent(
+    tree: &sled::Tree,
+    petition_id: u64,
+    mut visit: impl FnMut(EntryIdentity) -> ControlFlow<()>,
+) -> Result<()> {
+    let range = pkey2(ks::TIMELINE, petition_id, 0)..=pkey2(ks::TIMELINE, petition_id, u64::MAX);
+    for item in tree.range(range) {
+        let (_, v) = item?;
+        for bytes in packed::items(&v) {
+            let bytes = bytes?;
+            if bytes.is_empty() {
+                continue;
+            }
+            let e = EntryIdentity::decode(bytes)?;
+            if e.seq > SUBMISSION_ENTRIES && !e.client_msg_id.is_empty() && visit(e).is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every message client id stored in a petition's timeline: hash → seq.
+fn stored_client_ids(tree: &sled::Tree, petition_id: u64) -> Result<HashMap<u64, u64>> {
+    let mut ids = HashMap::new();
+    visit_sent(tree, petition_id, |e| {
+        ids.entry(client_id_hash(e.author_id, &e.client_msg_id))
+            .or_insert(e.seq);
+        ControlFlow::Continue(())
+    })?;
+    Ok(ids)
 }
 
 /// Entries kept before the writer's caches are emptied (at a group's start).
@@ -309,10 +427,58 @@ fn chunk_capacity(prefix: u8) -> Option<usize> {
     }
 }
 
-/// The index keys of the stored petition, if there is one.
-fn stored_facts(tree: &sled::Tree, id: u64) -> Result<Option<Facts>> {
+/// The stored record of a petition as written (its progress may lag its timeline).
+fn stored_record(tree: &sled::Tree, id: u64) -> Result<Option<Petition>> {
     match tree.get(pkey1(ks::PETITION, id))? {
-        Some(v) => Ok(Some(Facts::of(&Petition::decode(&*v)?))),
+        Some(v) => Ok(Some(Petition::decode(&*v)?)),
+        None => Ok(None),
+    }
+}
+
+/// Brings a stored record's progress (`last_seq`, `updated_at_ms`) up to its newest timeline
+/// entry: a plain message writes its entry, not the record.
+pub(crate) fn catch_up(tree: &sled::Tree, p: &mut Petition) -> Result<()> {
+    let range = pkey2(ks::TIMELINE, p.id, 0)..=pkey2(ks::TIMELINE, p.id, u64::MAX);
+    let Some(item) = tree.range(range).next_back() else {
+        return Ok(());
+    };
+    let (_, v) = item?;
+    if let Some(last) = packed::items(&v).last() {
+        let last = last?;
+        if !last.is_empty() {
+            let e = EntryIdentity::decode(last)?;
+            if e.seq > p.last_seq {
+                p.last_seq = e.seq;
+                p.updated_at_ms = p.updated_at_ms.max(e.at_ms);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The stored timeline entry `seq` of a petition, as the group left it or as stored.
+fn entry_identity(
+    tree: &sled::Tree,
+    cached: &ChunkCache,
+    g: &Group,
+    petition_id: u64,
+    seq: u64,
+) -> Result<Option<EntryIdentity>> {
+    let (chunk, pos) = packed::locate(seq, ENTRIES_PER_KEY);
+    let key = (ks::TIMELINE, petition_id, chunk);
+    let stored;
+    let value: &[u8] = match g.chunks.get(&key).or_else(|| cached.map.get(&key)) {
+        Some(v) => v,
+        None => match tree.get(pkey2(key.0, key.1, key.2))? {
+            Some(v) => {
+                stored = v;
+                &stored
+            }
+            None => return Ok(None),
+        },
+    };
+    match packed::get(value, pos)? {
+        Some(bytes) => Ok(Some(EntryIdentity::decode(bytes)?)),
         None => Ok(None),
     }
 }
@@ -392,6 +558,36 @@ impl WriterCache {
         }
     }
 
+    /// The (seq, time) of a stored or staged message entry of this petition that carries the
+    /// same sender and client id (`IdScope::Entry`); reads the petition's ids at first use.
+    fn earlier_send(
+        &mut self,
+        tree: &sled::Tree,
+        g: &Group,
+        petition_id: u64,
+        k: &IdempotencyKey,
+    ) -> Result<Option<(u64, i64)>> {
+        let Some(known) = self.petitions.get_mut(&petition_id) else {
+            return Ok(None); // a new petition has no entries yet
+        };
+        // Read before anything of this petition is staged with a client id (every such commit
+        // comes here first), so the tree holds all of them.
+        let ids = match &mut known.client_ids {
+            Some(ids) => ids,
+            none => none.insert(stored_client_ids(tree, petition_id)?),
+        };
+        let Some(&seq) = ids.get(&client_id_hash(k.account_id, &k.client_msg_id)) else {
+            return Ok(None);
+        };
+        if seq <= SUBMISSION_ENTRIES {
+            return Ok(None);
+        }
+        // Hashes may collide: the entry itself decides.
+        Ok(entry_identity(tree, &self.chunks, g, petition_id, seq)?
+            .filter(|e| e.author_id == k.account_id && e.client_msg_id == k.client_msg_id)
+            .map(|e| (seq, e.at_ms)))
+    }
+
     /// Stages one commit into the group: all of its writes or, on an error, none of them.
     pub(crate) fn stage(
         &mut self,
@@ -400,24 +596,50 @@ impl WriterCache {
         g: &mut Group,
     ) -> Result<CommitResult> {
         let p = &c.petition;
-        // Reads first (they may fail); nothing is staged or cached until they all succeeded.
-        let idem_key = c
-            .idempotency
-            .as_ref()
-            .map(|k| pkey_bytes(ks::IDEMPOTENCY, k.account_id, k.client_msg_id.as_bytes()));
-        if let Some(key) = &idem_key {
+        // Reads first (they may fail); nothing is staged until they all succeeded. What is
+        // cached is what the tree holds.
+        if !self.petitions.contains_key(&p.id)
+            && let Some(stored) = stored_record(tree, p.id)?
+        {
+            self.petitions.insert(p.id, Known::of(stored));
+        }
+        let idem = c.idempotency.as_ref();
+        let idem_key = idem.map(|k| match k.scope {
+            IdScope::Key => pkey_bytes(ks::IDEMPOTENCY, k.account_id, k.client_msg_id.as_bytes()),
+            // Only ever in `g.idempotency`, never stored.
+            IdScope::Entry => pkey_bytes(
+                ks::TIMELINE,
+                p.id,
+                &[&k.account_id.to_be_bytes()[..], k.client_msg_id.as_bytes()].concat(),
+            ),
+        });
+        if let (Some(key), Some(k)) = (&idem_key, idem) {
             if let Some(ack) = g.idempotency.get(key) {
                 return Ok(CommitResult::Duplicate(ack.clone()));
             }
-            if let Some(ack) = tree.get(key)? {
-                return Ok(CommitResult::Duplicate(ack.to_vec()));
+            match k.scope {
+                IdScope::Key => {
+                    if let Some(ack) = tree.get(key)? {
+                        return Ok(CommitResult::Duplicate(ack.to_vec()));
+                    }
+                }
+                IdScope::Entry => {
+                    let first = c.entries.first();
+                    if first.is_none_or(|e| {
+                        e.author_id != k.account_id || e.client_msg_id != k.client_msg_id
+                    }) {
+                        return Err(StoreError::BadCommit(
+                            "an id kept in its entry needs that entry first".into(),
+                        ));
+                    }
+                    if let Some(seq) = self.earlier_send(tree, g, p.id, k)? {
+                        return Ok(CommitResult::Duplicate(message_ack(p.id, seq.0, seq.1)));
+                    }
+                }
             }
         }
         let known = self.petitions.get(&p.id);
-        let old = match known {
-            Some(k) => Some(k.facts),
-            None => stored_facts(tree, p.id)?,
-        };
+        let old = known.map(|k| k.facts);
         let known_participants = known.map(|k| k.participants.as_slice()).unwrap_or(&[]);
         let mut joining: Vec<(u64, bool)> = Vec::new();
         for &account in &c.add_participants {
@@ -485,7 +707,23 @@ impl WriterCache {
         g.audit_tails.extend(audit_tails);
         let mut touched: Vec<ChunkKey> = Vec::new();
         let scratch = &mut self.scratch;
-        g.put(&pkey1(ks::PETITION, p.id), stored(scratch, p));
+        // A plain message moves only the petition's progress, which its entry records: the
+        // record stays as it is.
+        // Readers take the progress from the newest entry ([`catch_up`]), so the record is
+        // left only when that gives exactly the commit's.
+        let record = progress_cleared(p.clone());
+        let rewrite = match (known, c.entries.last()) {
+            (Some(k), Some(e)) => {
+                k.record != record
+                    || e.seq != p.last_seq
+                    || e.at_ms != p.updated_at_ms
+                    || k.updated_at_ms > e.at_ms
+            }
+            _ => true,
+        };
+        if rewrite {
+            g.put(&pkey1(ks::PETITION, p.id), stored(scratch, p));
+        }
         for e in &c.entries {
             let (chunk, pos) = packed::locate(e.seq, ENTRIES_PER_KEY);
             let key = (ks::TIMELINE, p.id, chunk);
@@ -600,23 +838,39 @@ impl WriterCache {
                 g.put(&pkey2(key.0, key.1, key.2), value);
             }
         }
-        if let (Some(key), Some(k)) = (idem_key, &c.idempotency) {
-            g.put(&key, k.ack.as_slice());
-            g.idempotency.insert(key, k.ack.clone());
+        let mut sent: Option<u64> = None;
+        if let (Some(key), Some(k)) = (idem_key, idem) {
+            match (k.scope, c.entries.first()) {
+                (IdScope::Entry, Some(e)) => {
+                    g.idempotency.insert(key, message_ack(p.id, e.seq, e.at_ms));
+                    sent = Some(e.seq);
+                }
+                _ => {
+                    g.put(&key, k.ack.as_slice());
+                    g.idempotency.insert(key, k.ack.clone());
+                }
+            }
         }
 
         // What the writer now knows.
         for (account, head) in heads {
             self.heads.insert(account, head);
         }
-        let known = self.petitions.entry(p.id).or_insert_with(|| Known {
-            facts: new,
-            participants: Vec::new(),
-        });
+        let known = self
+            .petitions
+            .entry(p.id)
+            .or_insert_with(|| Known::of(p.clone()));
         known.facts = new;
+        known.record = record;
+        if rewrite {
+            known.updated_at_ms = p.updated_at_ms;
+        }
         known
             .participants
             .extend(joining.into_iter().map(|(account, _)| account));
+        if let (Some(seq), Some(ids), Some(k)) = (sent, &mut known.client_ids, idem) {
+            ids.insert(client_id_hash(k.account_id, &k.client_msg_id), seq);
+        }
         Ok(CommitResult::Done(items))
     }
 }
@@ -664,8 +918,11 @@ impl Store {
 
     /// The petition with this id.
     pub fn petition(&self, id: u64) -> Result<Option<Petition>> {
-        match self.keyspace().get(pkey1(ks::PETITION, id))? {
-            Some(v) => Ok(Some(Petition::decode(&*v)?)),
+        match stored_record(self.keyspace(), id)? {
+            Some(mut p) => {
+                catch_up(self.keyspace(), &mut p)?;
+                Ok(Some(p))
+            }
             None => Ok(None),
         }
     }
@@ -702,7 +959,26 @@ impl Store {
             .collect()
     }
 
-    /// The acknowledgement stored for a client message id, if it was seen before.
+    /// The acknowledgement of a message stored with this sender's client id in this petition
+    /// (`IdScope::Entry`), if there is one.
+    pub fn message_ack(
+        &self,
+        petition_id: u64,
+        account_id: u64,
+        client_msg_id: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        visit_sent(self.keyspace(), petition_id, |e| {
+            if e.author_id == account_id && e.client_msg_id == client_msg_id {
+                found = Some(message_ack(petition_id, e.seq, e.at_ms));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(found)
+    }
+
+    /// The acknowledgement stored for a client message id (`IdScope::Key`), if it was seen before.
     pub fn idempotent_ack(&self, account_id: u64, client_msg_id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .keyspace()
@@ -1140,6 +1416,7 @@ mod tests {
             idempotency: Some(IdempotencyKey {
                 account_id: 100,
                 client_msg_id: "m1".into(),
+                scope: IdScope::Key,
                 ack: b"ack-1".to_vec(),
             }),
             ..Default::default()
@@ -1154,6 +1431,149 @@ mod tests {
         assert_eq!(store.entries(1, 0, 10).unwrap().len(), 1);
         assert_eq!(store.feed_head(100).unwrap(), 1);
         assert_eq!(store.petition(1).unwrap().unwrap().last_seq, 1);
+    }
+
+    /// A message as `actors` builds it: petition `1`, `seq`, by `author`, with client id `cid`
+    /// kept in its entry.
+    fn sent(seq: u64, author: u64, cid: &str, at_ms: i64) -> Commit {
+        let mut p = petition(1, 7, PetitionState::Submitted, seq);
+        p.updated_at_ms = at_ms;
+        let e = Entry {
+            author_id: author,
+            at_ms,
+            client_msg_id: cid.into(),
+            ..text(1, seq, "路灯还是不亮")
+        };
+        Commit {
+            petition: p,
+            feed: vec![(100, added(&e)), (7, added(&e))],
+            entries: vec![e],
+            idempotency: Some(IdempotencyKey {
+                account_id: author,
+                client_msg_id: cid.into(),
+                scope: IdScope::Entry,
+                ack: Vec::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ack_of(bytes: &[u8]) -> (u64, u64, i64) {
+        let ack = lianxin_protocol::v1::MessageAck::decode(bytes).unwrap();
+        (ack.petition_id, ack.seq, ack.at_ms)
+    }
+
+    #[test]
+    fn a_resend_is_recognised_by_its_entry_alone() {
+        let store = Store::temporary().unwrap();
+        let tree = store.keyspace();
+        // The submission's opening text (seq 2) carries "c-1" too: that id is the submission's.
+        let mut opening = sent(2, 100, "c-1", 500);
+        opening.idempotency = None;
+        store.commit(&opening).unwrap();
+        assert!(matches!(
+            store.commit(&sent(3, 100, "c-1", 1_000)).unwrap(),
+            CommitResult::Done(_)
+        ));
+        assert!(matches!(
+            store.commit(&sent(4, 7, "c-1", 2_000)).unwrap(),
+            CommitResult::Done(_)
+        ));
+        // No key of its own: the ids live in the entries.
+        assert_eq!(tree.scan_prefix([ks::IDEMPOTENCY]).count(), 0);
+        // The resident resends c-1 (the actor numbered it 5): the stored one's ack comes back.
+        match store.commit(&sent(5, 100, "c-1", 3_000)).unwrap() {
+            CommitResult::Duplicate(ack) => assert_eq!(ack_of(&ack), (1, 3, 1_000)),
+            CommitResult::Done(_) => panic!("stored twice"),
+        }
+        assert_eq!(store.entries(1, 0, 10).unwrap().len(), 3);
+        assert_eq!(store.feed_head(100).unwrap(), 3);
+        // A writer that starts afresh (a restart) reads the ids back from the timeline.
+        let mut cache = WriterCache::default();
+        let mut g = Group::default();
+        match cache
+            .stage(tree, &sent(5, 7, "c-1", 3_000), &mut g)
+            .unwrap()
+        {
+            CommitResult::Duplicate(ack) => assert_eq!(ack_of(&ack), (1, 4, 2_000)),
+            CommitResult::Done(_) => panic!("stored twice"),
+        }
+        assert!(matches!(
+            cache
+                .stage(tree, &sent(5, 7, "c-2", 3_000), &mut g)
+                .unwrap(),
+            CommitResult::Done(_)
+        ));
+        // Within one group, the staged message answers its resend.
+        match cache
+            .stage(tree, &sent(6, 7, "c-2", 3_500), &mut g)
+            .unwrap()
+        {
+            CommitResult::Duplicate(ack) => assert_eq!(ack_of(&ack), (1, 5, 3_000)),
+            CommitResult::Done(_) => panic!("stored twice"),
+        }
+        tree.apply_batch(g.batch).unwrap();
+        cache.applied(&mut g.chunks);
+        // ... and the next group finds it in the writer's ids.
+        let mut g = Group::default();
+        match cache
+            .stage(tree, &sent(6, 7, "c-2", 4_000), &mut g)
+            .unwrap()
+        {
+            CommitResult::Duplicate(ack) => assert_eq!(ack_of(&ack), (1, 5, 3_000)),
+            CommitResult::Done(_) => panic!("stored twice"),
+        }
+        // The refused-message path finds the same acks by scanning the timeline.
+        let found = store.message_ack(1, 7, "c-2").unwrap().unwrap();
+        assert_eq!(ack_of(&found), (1, 5, 3_000));
+        assert_eq!(store.message_ack(1, 100, "c-2").unwrap(), None);
+        let found = store.message_ack(1, 100, "c-1").unwrap().unwrap();
+        assert_eq!(ack_of(&found), (1, 3, 1_000));
+        // An id kept in its entry needs that entry first in the commit.
+        let mut bad = sent(6, 7, "c-3", 4_000);
+        bad.entries[0].client_msg_id = "other".into();
+        assert!(matches!(store.commit(&bad), Err(StoreError::BadCommit(_))));
+    }
+
+    #[test]
+    fn a_plain_message_leaves_the_record_and_readers_see_its_progress() {
+        let store = Store::temporary().unwrap();
+        let tree = store.keyspace();
+        let raw =
+            || Petition::decode(&*tree.get(pkey1(ks::PETITION, 1)).unwrap().unwrap()).unwrap();
+        store.commit(&sent(1, 100, "c-1", 1_000)).unwrap();
+        // The writer that stored the first one knows the record: the next two leave it.
+        for (seq, at) in [(2, 2_000), (3, 3_000)] {
+            store
+                .commit(&sent(seq, 7, &format!("c-{seq}"), at))
+                .unwrap();
+        }
+        assert_eq!((raw().last_seq, raw().updated_at_ms), (1, 1_000));
+        let p = store.petition(1).unwrap().unwrap();
+        assert_eq!((p.last_seq, p.updated_at_ms), (3, 3_000));
+        // Lists read through the same catch-up.
+        let listed = store.assigned_to(7).unwrap();
+        assert_eq!((listed[0].last_seq, listed[0].updated_at_ms), (3, 3_000));
+        // A message that changes anything else (here the state) rewrites the record.
+        let mut c = sent(4, 7, "c-4", 4_000);
+        c.petition.set_state(PetitionState::Responded);
+        store.commit(&c).unwrap();
+        assert_eq!(raw().last_seq, 4);
+        assert_eq!(raw().state, PetitionState::Responded as i32);
+        // A plain message writes its entry and its feeds' chunks, nothing else.
+        let mut cache = WriterCache::default();
+        let mut g = Group::default();
+        let mut c = sent(5, 100, "c-5", 5_000);
+        c.petition.set_state(PetitionState::Responded);
+        cache.stage(tree, &c, &mut g).unwrap();
+        assert_eq!(g.writes, 3);
+        // A commit whose time does not come from its entry keeps the record exact.
+        let mut g = Group::default();
+        let mut c = sent(5, 100, "c-6", 5_000);
+        c.petition.set_state(PetitionState::Responded);
+        c.petition.updated_at_ms = 5_001;
+        cache.stage(tree, &c, &mut g).unwrap();
+        assert_eq!(g.writes, 4);
     }
 
     #[test]
@@ -1238,6 +1658,7 @@ mod tests {
             idempotency: Some(IdempotencyKey {
                 account_id: 100,
                 client_msg_id: "m1".into(),
+                scope: IdScope::Key,
                 ack: b"ack-1".to_vec(),
             }),
             ..Default::default()

@@ -168,6 +168,8 @@ struct LivePetition {
 /// A dissatisfied rating (差评), as stored, for those who act on it (the webhook).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadReview {
+    /// The webhook delivery it is stored under (`Store::webhook_pending`).
+    pub delivery_id: u64,
     /// The petition after the rating.
     pub petition: Petition,
     /// The rating.
@@ -332,10 +334,16 @@ impl County {
         rx
     }
 
+    /// Whether someone takes bad reviews (then each is stored for them with its rating).
+    pub(crate) fn wants_bad_reviews(&self) -> bool {
+        self.0.bad_reviews.read().is_some()
+    }
+
     /// Passes on a stored bad review (called by the petition actor after the commit).
-    pub(crate) fn bad_review(&self, petition: &Petition, rating: &Rating) {
+    pub(crate) fn bad_review(&self, delivery_id: u64, petition: &Petition, rating: &Rating) {
         if let Some(tx) = self.0.bad_reviews.read().as_ref() {
             let _ = tx.send(BadReview {
+                delivery_id,
                 petition: petition.clone(),
                 rating: rating.clone(),
             });

@@ -531,6 +531,7 @@ async fn submit(
         entries,
         at_ms: now,
         read_mark: None,
+        webhook: None,
         idempotency: (!new.client_msg_id.is_empty()).then(|| IdempotencyKey {
             account_id: filer,
             client_msg_id: format!("s/{}", new.client_msg_id),

@@ -19,7 +19,7 @@ use lianxin_protocol::v1::{
     StepKind, SupervisionLevel, SupervisionNotice, TextBody, entry, event,
 };
 use lianxin_storage::media::parse_sha;
-use lianxin_storage::petitions::{IdScope, IdempotencyKey};
+use lianxin_storage::petitions::{IdScope, IdempotencyKey, WebhookDelivery};
 use lianxin_storage::{Commit, CommitResult};
 use prost::Message;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -646,6 +646,7 @@ async fn message(
         at_ms: now,
         read_mark: None,
         // Kept in the message's own entry: a resend is answered with that entry's ack.
+        webhook: None,
         idempotency: (!client_msg_id.is_empty()).then(|| IdempotencyKey {
             account_id: who.caller.account_id,
             client_msg_id: client_msg_id.clone(),
@@ -734,6 +735,18 @@ async fn transition(
     }
     refresh_next_step(&state.county, &mut p);
     let rating = t.rating.clone();
+    // A bad review goes to the webhook from storage, written with the rating itself, so that a
+    // crash cannot keep it from the community.
+    let bad_review = match rating
+        .as_ref()
+        .filter(|r| r.level() == RatingLevel::Dissatisfied)
+    {
+        Some(r) if state.county.wants_bad_reviews() => Some(WebhookDelivery {
+            id: state.county.store().next_id()?,
+            rating: r.clone(),
+        }),
+        _ => None,
+    };
     let seq = p.last_seq + 1;
     p.last_seq = seq;
     let entry = Entry {
@@ -773,14 +786,17 @@ async fn transition(
         at_ms: now,
         read_mark: None,
         idempotency: None,
+        webhook: bad_review.clone(),
     };
     store_and_publish(state, commit)
         .await?
         .map_err(|_| DomainError::Conflict("unexpected duplicate".into()))?;
     metrics::counter!("lianxin_transitions_total").increment(1);
-    if let Some(rating) = rating.filter(|r| r.level() == RatingLevel::Dissatisfied) {
+    if rating.is_some_and(|r| r.level() == RatingLevel::Dissatisfied) {
         metrics::counter!("lianxin_bad_reviews_total").increment(1);
-        state.county.bad_review(&state.petition, &rating);
+    }
+    if let Some(d) = bad_review {
+        state.county.bad_review(d.id, &state.petition, &d.rating);
     }
     Ok(PetitionReply::Petition(state.petition.clone()))
 }
@@ -1004,6 +1020,7 @@ async fn supervise(
         feed,
         at_ms: now,
         read_mark: None,
+        webhook: None,
         idempotency: None,
     };
     store_and_publish(state, commit)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lianxin_actors::county::{BadReview, County};
 use lianxin_storage::Store;
+use lianxin_storage::audit::PendingDelivery;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -44,12 +45,12 @@ impl Default for WebhookConfig {
 const CONCURRENCY: usize = 16;
 
 /// The JSON body of a bad review (see docs/appraisal.md, "Bad-review webhook").
-pub fn payload(delivery_id: u64, review: &BadReview) -> serde_json::Value {
+pub fn payload(review: &BadReview) -> serde_json::Value {
     let p = &review.petition;
     let r = &review.rating;
     serde_json::json!({
         "event": "bad_review",
-        "deliveryId": delivery_id.to_string(),
+        "deliveryId": review.delivery_id.to_string(),
         "petitionId": p.id.to_string(),
         "title": p.title,
         "communityId": p.community_id.to_string(),
@@ -90,7 +91,22 @@ pub fn spawn(county: &County, config: WebhookConfig) -> Option<JoinHandle<()>> {
         let mut tasks = JoinSet::new();
         match store.webhook_pending() {
             Ok(pending) => {
-                for (id, body) in pending {
+                for delivery in pending {
+                    let (id, body) = match delivery {
+                        PendingDelivery::Body { id, body } => (id, body),
+                        PendingDelivery::Review {
+                            id,
+                            petition,
+                            rating,
+                        } => {
+                            let review = BadReview {
+                                delivery_id: id,
+                                petition: *petition,
+                                rating,
+                            };
+                            (id, payload(&review).to_string())
+                        }
+                    };
                     deliver_later(&mut tasks, &store, &client, &config, &slots, id, body);
                 }
             }
@@ -104,18 +120,17 @@ pub fn spawn(county: &County, config: WebhookConfig) -> Option<JoinHandle<()>> {
                 },
                 Some(_) = tasks.join_next() => continue,
             };
-            let id = match store.next_id() {
-                Ok(id) => id,
-                Err(e) => {
-                    tracing::error!(error = %e, "no id for a webhook delivery");
-                    continue;
-                }
-            };
-            let body = payload(id, &review).to_string();
-            if let Err(e) = store.webhook_put(id, &body) {
-                tracing::error!(error = %e, "storing a webhook delivery failed; sending it anyway");
-            }
-            deliver_later(&mut tasks, &store, &client, &config, &slots, id, body);
+            // Already stored, with the rating.
+            let body = payload(&review).to_string();
+            deliver_later(
+                &mut tasks,
+                &store,
+                &client,
+                &config,
+                &slots,
+                review.delivery_id,
+                body,
+            );
         }
         while tasks.join_next().await.is_some() {}
     }))
@@ -146,7 +161,7 @@ fn deliver_later(
                 "webhook delivery given up after every attempt"
             );
         }
-        if let Err(e) = store.webhook_remove(id) {
+        if let Err(e) = store.webhook_done(id).await {
             tracing::warn!(delivery = id, error = %e, "removing a finished webhook delivery failed");
         }
     });

@@ -16,6 +16,7 @@ use common::*;
 use lianxin_client::v1::RatingLevel;
 use lianxin_client::{Client, Wire};
 use lianxin_server::config::Config;
+use lianxin_storage::audit::PendingDelivery;
 use parking_lot::Mutex;
 
 /// What a receiver saw: (idempotency key, body) per request.
@@ -154,6 +155,10 @@ async fn a_receiver_that_never_answers_harms_nobody_and_the_delivery_survives_a_
     let server = TestServer::start_with(config_with(dir.path(), &silent, 1_000)).await;
     let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
     let id = rated(&server, &resident, RatingLevel::Dissatisfied, "没人管").await;
+    // Stored with the rating itself: there when the rating is acknowledged, before any attempt.
+    let stored = server.county.store().webhook_pending().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(matches!(&stored[0], PendingDelivery::Review { petition, .. } if petition.id == id));
     wait_for("the silent receiver to be tried twice", || {
         *connections.lock() >= 2
     })
@@ -176,7 +181,7 @@ async fn a_receiver_that_never_answers_harms_nobody_and_the_delivery_survives_a_
     wait_for("the delivery after the restart", || !seen.lock().is_empty()).await;
     let (key, body) = seen.lock()[0].clone();
     assert_eq!(body["petitionId"], id.to_string());
-    assert_eq!(key, pending[0].0.to_string());
+    assert_eq!(key, pending[0].id().to_string());
     wait_for("the outbox to empty", || {
         server.county.store().webhook_pending().unwrap().is_empty()
     })

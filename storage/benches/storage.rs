@@ -151,6 +151,7 @@ impl Conversation {
             feed,
             at_ms: now,
             read_mark: None,
+            webhook: None,
         }
     }
 

@@ -52,33 +52,37 @@ impl Store {
 }
 
 impl Store {
-    /// Keeps a webhook delivery until it is done.
-    pub fn webhook_put(&self, id: u64, body: &str) -> Result<()> {
-        self.trees
-            .id_webhook
-            .insert(id.to_be_bytes(), body.as_bytes())?;
-        Ok(())
-    }
-
-    /// Forgets a finished webhook delivery.
-    pub fn webhook_remove(&self, id: u64) -> Result<()> {
+    /// Forgets a finished webhook delivery (once that is on disk).
+    pub async fn webhook_done(&self, id: u64) -> Result<()> {
+        // Deliveries of versions before schema 6 wait in a tree of their own.
         self.trees.id_webhook.remove(id.to_be_bytes())?;
-        Ok(())
+        self.writer
+            .remove(crate::trees::pkey1(crate::trees::ks::WEBHOOK, id).to_vec())
+            .await
     }
 
     /// The webhook deliveries not yet done, oldest first.
-    pub fn webhook_pending(&self) -> Result<Vec<(u64, String)>> {
-        self.trees
-            .id_webhook
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                let id = crate::trees::decode_u64(&k)?;
-                let body = String::from_utf8(v.to_vec())
-                    .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
-                Ok((id, body))
-            })
-            .collect()
+    pub fn webhook_pending(&self) -> Result<Vec<PendingDelivery>> {
+        let mut out = Vec::new();
+        for item in self.trees.id_webhook.iter() {
+            let (k, v) = item?;
+            let id = crate::trees::decode_u64(&k)?;
+            let body = String::from_utf8(v.to_vec())
+                .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+            out.push(PendingDelivery::Body { id, body });
+        }
+        for item in self.keyspace().scan_prefix([crate::trees::ks::WEBHOOK]) {
+            let (k, v) = item?;
+            let id = crate::trees::pkey_u64(&k, 0)?;
+            let review = crate::petitions::PendingReview::decode(&*v)?;
+            out.push(PendingDelivery::Review {
+                id,
+                petition: Box::new(review.petition.unwrap_or_default()),
+                rating: review.rating.unwrap_or_default(),
+            });
+        }
+        out.sort_by_key(PendingDelivery::id);
+        Ok(out)
     }
 }
 
@@ -88,11 +92,103 @@ fn report_key(period: &str, community_id: u64) -> Vec<u8> {
     k
 }
 
+/// A webhook delivery not yet done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PendingDelivery {
+    /// Stored by a version before schema 6: the JSON body as it goes out.
+    Body {
+        /// The delivery's id.
+        id: u64,
+        /// The body.
+        body: String,
+    },
+    /// A bad review, stored with its rating's commit.
+    Review {
+        /// The delivery's id.
+        id: u64,
+        /// The petition just after the rating.
+        petition: Box<lianxin_protocol::v1::Petition>,
+        /// The rating.
+        rating: lianxin_protocol::v1::Rating,
+    },
+}
+
+impl PendingDelivery {
+    /// The delivery's id.
+    pub fn id(&self) -> u64 {
+        match self {
+            PendingDelivery::Body { id, .. } | PendingDelivery::Review { id, .. } => *id,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use lianxin_protocol::v1::PointsEntry;
+    use crate::petitions::WebhookDelivery;
+    use lianxin_protocol::v1::{Petition, PointsEntry, Rating, RatingLevel};
+
+    #[tokio::test]
+    async fn a_bad_review_is_stored_with_its_rating_until_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::StoreConfig::new(dir.path());
+        let rating = Rating {
+            level: RatingLevel::Dissatisfied as i32,
+            comment: "第二天又不亮了".into(),
+            ..Default::default()
+        };
+        {
+            let store = Store::open(&config).unwrap();
+            // A delivery left by a version before schema 6, in its own tree.
+            store
+                .trees
+                .id_webhook
+                .insert(5u64.to_be_bytes(), &b"{\"old\":true}"[..])
+                .unwrap();
+            let commit = crate::Commit {
+                petition: Petition {
+                    id: 1,
+                    title: "路灯坏了".into(),
+                    ..Default::default()
+                },
+                webhook: Some(WebhookDelivery {
+                    id: 9,
+                    rating: rating.clone(),
+                }),
+                ..Default::default()
+            };
+            store.commit_durable(commit).await.unwrap();
+        }
+        // Written with the commit, so on disk once it returned: a restart finds both.
+        let store = Store::open(&config).unwrap();
+        let pending = store.webhook_pending().unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(
+            pending[0],
+            PendingDelivery::Body {
+                id: 5,
+                body: "{\"old\":true}".into()
+            }
+        );
+        match &pending[1] {
+            PendingDelivery::Review {
+                id,
+                petition,
+                rating: r,
+            } => {
+                assert_eq!(
+                    (*id, petition.id, petition.title.as_str()),
+                    (9, 1, "路灯坏了")
+                );
+                assert_eq!(r, &rating);
+            }
+            other => panic!("not a review: {other:?}"),
+        }
+        store.webhook_done(9).await.unwrap();
+        store.webhook_done(5).await.unwrap();
+        assert!(store.webhook_pending().unwrap().is_empty());
+    }
 
     #[test]
     fn points_entries_join_the_log_and_reports_freeze_once() {

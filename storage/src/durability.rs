@@ -36,6 +36,14 @@ enum Job {
     Durable(oneshot::Sender<Result<()>>),
     /// Like `Durable`, and the group takes a checkpoint whether one is due or not.
     Checkpoint(oneshot::Sender<Result<()>>),
+    /// Delete a key the writer keeps nothing of in memory (`ks::WEBHOOK`), with the next group;
+    /// answer once that group is on disk.
+    Remove {
+        /// The key.
+        key: Vec<u8>,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// Run a function on the writer thread between two groups: every commit queued before it is
     /// applied and flushed, none queued after it is applied until it returns.
     Exclusive(Box<dyn FnOnce() + Send>),
@@ -282,6 +290,16 @@ impl Writer {
         rx.await.map_err(|_| gone())?
     }
 
+    /// Deletes a key of the keyspace that the writer caches nothing of (see [`Job::Remove`]) and
+    /// returns once that is on disk.
+    pub(crate) async fn remove(&self, key: Vec<u8>) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Remove { key, reply: tx })
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     /// The redo slot, for backups.
     pub(crate) fn redo(&self) -> &RedoSlot {
         &self.redo
@@ -406,6 +424,10 @@ impl WriterThread {
                     answers.push((reply, result));
                 }
                 Job::Durable(tx) => waiters.push(tx),
+                Job::Remove { key, reply } => {
+                    group.delete(&key);
+                    waiters.push(reply);
+                }
                 Job::Checkpoint(tx) => {
                     force_checkpoint = true;
                     waiters.push(tx);

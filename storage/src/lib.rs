@@ -51,7 +51,8 @@ pub use records::{AccountRecord, SessionRecord};
 /// key (`packed`), because sled's resting memory follows the number of keys. 6: a plain message
 /// no longer rewrites its petition's record (readers take `last_seq` and `updated_at_ms` from the
 /// newest entry, `petitions::catch_up`), and its client id lives only in its entry
-/// (`petitions::IdScope::Entry`); a build before 6 would read those records as stale.
+/// (`petitions::IdScope::Entry`); a build before 6 would read those records as stale. A bad
+/// review's webhook delivery is written with the rating (`ks::WEBHOOK`).
 pub const SCHEMA_VERSION: u64 = 6;
 
 /// Why a storage operation failed.

@@ -3,7 +3,9 @@
 //! concerned and the sender's idempotency key together, or none of them.
 
 use bytes::Bytes;
-use lianxin_protocol::v1::{AuditRecord, Entry, Petition, PetitionState, ReadMark, entry, event};
+use lianxin_protocol::v1::{
+    AuditRecord, Entry, Petition, PetitionState, Rating, ReadMark, entry, event,
+};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
@@ -30,6 +32,28 @@ pub struct Commit {
     pub read_mark: Option<ReadMark>,
     /// The sender's idempotency key and the acknowledgement to return for resends.
     pub idempotency: Option<IdempotencyKey>,
+    /// A bad review for the webhook, kept with the rating until it is delivered.
+    pub webhook: Option<WebhookDelivery>,
+}
+
+/// A bad review to hand to the webhook (`ks::WEBHOOK`), stored in the rating's own commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookDelivery {
+    /// The delivery's id (the receiver's idempotency key).
+    pub id: u64,
+    /// The rating; the petition stored with it is the commit's.
+    pub rating: Rating,
+}
+
+/// A stored bad review waiting for the webhook: what `ks::WEBHOOK` maps to.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingReview {
+    /// The petition just after the rating.
+    #[prost(message, optional, tag = "1")]
+    pub petition: Option<Petition>,
+    /// The rating.
+    #[prost(message, optional, tag = "2")]
+    pub rating: Option<Rating>,
 }
 
 /// A client's message id, remembered with the acknowledgement it got.
@@ -306,7 +330,7 @@ impl Group {
         self.writes += 1;
     }
 
-    fn delete(&mut self, key: &[u8]) {
+    pub(crate) fn delete(&mut self, key: &[u8]) {
         if let Some(redo) = &mut self.redo {
             crate::backup::redo_delete(redo, key);
         }
@@ -785,6 +809,13 @@ impl WriterCache {
             if !stored {
                 g.put(&pkey2(ks::ACCOUNT_PETITION, account, p.id), &[][..]);
             }
+        }
+        if let Some(d) = &c.webhook {
+            let review = PendingReview {
+                petition: Some(p.clone()),
+                rating: Some(d.rating.clone()),
+            };
+            g.put(&pkey1(ks::WEBHOOK, d.id), stored(scratch, &review));
         }
         if let Some(mark) = &c.read_mark {
             g.put(

@@ -67,7 +67,8 @@ declare_trees! {
     atms_id_audit,
     /// (period such as "2026-11", community id or 0) → `AppraisalReport`: reports issued, frozen.
     period_communityid_report,
-    /// delivery id → JSON body: bad-review webhook deliveries not yet done.
+    /// delivery id → JSON body: bad-review webhook deliveries not yet done, as versions before
+    /// schema 6 kept them (now written with the rating, under `ks::WEBHOOK`); read and emptied.
     id_webhook,
     /// sha-256 of a media item's bytes → `MediaInfo`.
     sha_media,
@@ -115,6 +116,9 @@ pub mod ks {
     /// (time / `AUDIT_BUCKET_MS`, chunk number within that hour) → up to `AUDIT_PER_KEY`
     /// encoded `AuditRecord`s, packed (`crate::packed`): the append-only audit log.
     pub const AUDIT_PACK: u8 = 0x0e;
+    /// delivery id → `petitions::PendingReview`: a bad review the webhook has not delivered yet,
+    /// written with the rating's commit and removed once delivered or given up.
+    pub const WEBHOOK: u8 = 0x0f;
 }
 
 /// The trees of schema version 2 that version 3 merged into [`Trees::petition_keyspace`], with
@@ -243,6 +247,7 @@ pub fn ks_name(prefix: u8) -> Option<&'static str> {
         ks::AUDIT => "audit",
         ks::TIMELINE => "timeline",
         ks::FEED_PACK => "feed_pack",
+        ks::WEBHOOK => "webhook",
         ks::AUDIT_PACK => "audit_pack",
         _ => return None,
     })

@@ -970,6 +970,7 @@ impl Session {
             if until.is_some_and(|u| last >= u) {
                 return Ok(());
             }
+            metrics::counter!("lianxin_feed_reads_total").increment(1);
             let batch = match self.app.county.store().feed_after(account_id, last, 256) {
                 Ok(b) => b,
                 Err(e) => {

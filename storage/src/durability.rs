@@ -402,6 +402,8 @@ impl WriterThread {
 
     /// Stages, applies and flushes one group, then answers everyone in it.
     fn group(&mut self, jobs: &mut Vec<Job>) {
+        let started = std::time::Instant::now();
+        metrics::histogram!("lianxin_group_commit_jobs").record(jobs.len() as f64);
         let span = tracing::trace_span!("group_commit", jobs = jobs.len(), writes = 0usize);
         let _enter = span.enter();
         self.cache.trim();
@@ -470,6 +472,8 @@ impl WriterThread {
                 Err(e)
             }
         };
+        // Staging, applying and flushing: what every caller of the group waited for.
+        metrics::histogram!("lianxin_group_commit_seconds").record(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(()) => self.floors.clear(),
             Err(e) => tracing::error!(error = %e, "group commit failed"),

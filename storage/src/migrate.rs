@@ -491,6 +491,100 @@ mod tests {
     }
 
     #[test]
+    fn a_v5_database_keeps_recognising_its_resends_and_its_progress() {
+        use crate::petitions::{IdScope, IdempotencyKey};
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        let mut p = Petition {
+            id: 1,
+            resident_id: 100,
+            assignee_id: 7,
+            ..Default::default()
+        };
+        p.set_state(PetitionState::Submitted);
+        let sent = Entry {
+            client_msg_id: "c-9".into(),
+            ..text(3, "灯还没修")
+        };
+        {
+            // As schema 5 wrote a message: the record with its progress, and a key for the id.
+            let store = Store::open(&config).unwrap();
+            for seq in 1..=2 {
+                p.last_seq = seq;
+                let e = text(seq, "开头");
+                store
+                    .commit(&Commit {
+                        petition: p.clone(),
+                        entries: vec![e],
+                        ..Default::default()
+                    })
+                    .unwrap();
+            }
+            p.last_seq = 3;
+            p.updated_at_ms = sent.at_ms;
+            let ack = lianxin_protocol::v1::MessageAck {
+                petition_id: 1,
+                seq: 3,
+                at_ms: sent.at_ms,
+                duplicate: false,
+            };
+            store
+                .commit(&Commit {
+                    petition: p.clone(),
+                    entries: vec![sent.clone()],
+                    feed: vec![(100, added(&sent))],
+                    idempotency: Some(IdempotencyKey {
+                        account_id: 100,
+                        client_msg_id: "m/1/c-9".into(),
+                        scope: IdScope::Key,
+                        ack: ack.encode_to_vec(),
+                    }),
+                    ..Default::default()
+                })
+                .unwrap();
+            // Schema 5 rewrote the record with every message.
+            store
+                .keyspace()
+                .insert(crate::trees::pkey1(ks::PETITION, 1), p.encode_to_vec())
+                .unwrap();
+            store
+                .trees
+                .meta
+                .insert(META_SCHEMA_VERSION, &5u64.to_be_bytes()[..])
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(&config).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let stored = store.petition(1).unwrap().unwrap();
+        assert_eq!((stored.last_seq, stored.updated_at_ms), (3, sent.at_ms));
+        // The client resends after the upgrade (the actor numbered it 4): found in its entry.
+        p.last_seq = 4;
+        let resend = Commit {
+            petition: p.clone(),
+            entries: vec![Entry {
+                seq: 4,
+                ..sent.clone()
+            }],
+            idempotency: Some(IdempotencyKey {
+                account_id: 100,
+                client_msg_id: "c-9".into(),
+                scope: IdScope::Entry,
+                ack: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        match store.commit(&resend).unwrap() {
+            CommitResult::Duplicate(ack) => {
+                let ack = lianxin_protocol::v1::MessageAck::decode(&ack[..]).unwrap();
+                assert_eq!((ack.petition_id, ack.seq, ack.at_ms), (1, 3, sent.at_ms));
+            }
+            CommitResult::Done(_) => panic!("stored twice"),
+        }
+        assert_eq!(store.entries(1, 0, 10).unwrap().len(), 3);
+    }
+
+    #[test]
     fn a_v2_database_opens_migrated_with_all_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = write_v2(dir.path());

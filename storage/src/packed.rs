@@ -108,19 +108,29 @@ fn push(value: &mut Vec<u8>, item: &[u8]) {
 /// otherwise (the common case, an append at the end, copies nothing).
 pub(crate) fn place(value: &mut Vec<u8>, pos: usize, item: &[u8]) -> Result<()> {
     let n = count(value)?;
+    place_counted(value, n, pos, item).map(|_| ())
+}
+
+/// [`place`] into a chunk known to hold `n` items; returns how many it holds after.
+pub(crate) fn place_counted(
+    value: &mut Vec<u8>,
+    n: usize,
+    pos: usize,
+    item: &[u8],
+) -> Result<usize> {
     if pos >= n {
         for _ in n..pos {
             push(value, &[]);
         }
         push(value, item);
-        return Ok(());
+        return Ok(pos + 1);
     }
     let mut out = Vec::with_capacity(value.len() + item.len());
     for (i, old) in items(value).enumerate() {
         push(&mut out, if i == pos { item } else { old? });
     }
     *value = out;
-    Ok(())
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -164,6 +174,20 @@ mod tests {
             for (pos, len) in lens.iter().enumerate() {
                 let got = get(&v, pos).unwrap().map(<[u8]>::len).unwrap_or(0);
                 prop_assert_eq!(got, *len);
+            }
+        }
+
+        #[test]
+        fn a_counted_place_keeps_the_count_and_the_bytes_of_a_counting_one(
+            puts in proptest::collection::vec((0usize..40, 0usize..50), 1..60),
+        ) {
+            let (mut counted, mut n, mut plain) = (Vec::new(), 0, Vec::new());
+            for (pos, len) in puts {
+                let item = vec![len as u8; len];
+                n = place_counted(&mut counted, n, pos, &item).unwrap();
+                place(&mut plain, pos, &item).unwrap();
+                prop_assert_eq!(n, count(&counted).unwrap());
+                prop_assert_eq!(&counted, &plain);
             }
         }
     }

@@ -312,13 +312,38 @@ pub(crate) struct Group {
     pub(crate) redo: Option<Vec<u8>>,
     /// The packed chunks (`ks::TIMELINE`, `ks::FEED_PACK`) this group has written, as staged:
     /// the next commit of the group appends to these, not to what the tree holds.
-    pub(crate) chunks: HashMap<ChunkKey, Vec<u8>>,
+    pub(crate) chunks: HashMap<ChunkKey, Chunk>,
     /// hour → the audit chunk of that hour this group appends to (`ks::AUDIT_PACK`).
     audit_tails: HashMap<u64, u64>,
 }
 
 /// A packed chunk: its prefix, the petition or account, the chunk number.
 pub(crate) type ChunkKey = (u8, u64, u64);
+
+/// A packed chunk's bytes and the number of items in them (counted once, when read).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Chunk {
+    /// The value, as `crate::packed` lays it out.
+    pub(crate) bytes: Vec<u8>,
+    /// Items in it, gaps included.
+    pub(crate) n: usize,
+}
+
+impl Chunk {
+    /// A chunk read from storage, checked whole.
+    fn read(bytes: Vec<u8>) -> Result<Chunk> {
+        let n = packed::count(&bytes)?;
+        Ok(Chunk { bytes, n })
+    }
+
+    /// Puts an item at `pos` (see [`packed::place`]).
+    fn place(&mut self, pos: usize, item: &[u8]) {
+        // Cannot fail: the bytes were checked when read, and built here since.
+        if let Ok(n) = packed::place_counted(&mut self.bytes, self.n, pos, item) {
+            self.n = n;
+        }
+    }
+}
 
 impl Group {
     fn put(&mut self, key: &[u8], value: impl Into<sled::IVec>) {
@@ -397,21 +422,23 @@ fn load_chunk(
     tree: &sled::Tree,
     cached: &mut ChunkCache,
     g: &Group,
-    loaded: &mut Vec<(ChunkKey, Vec<u8>)>,
+    loaded: &mut Vec<(ChunkKey, Chunk)>,
     key: ChunkKey,
 ) -> Result<()> {
     if g.chunks.contains_key(&key) || loaded.iter().any(|(k, _)| *k == key) {
         return Ok(());
     }
     // Taken out of the cache: it goes back, as the group leaves it, once the group is applied.
-    let value = match cached.take(&key) {
-        Some(value) => value,
-        None => tree
-            .get(pkey2(key.0, key.1, key.2))?
-            .map(|v| v.to_vec())
-            .unwrap_or_default(),
+    let chunk = match cached.take(&key) {
+        Some(chunk) => chunk,
+        // A damaged chunk is refused here, before anything is staged.
+        None => match tree.get(pkey2(key.0, key.1, key.2))? {
+            Some(v) => Chunk::read(v.to_vec())
+                .map_err(|e| StoreError::Corrupt(format!("chunk {key:?}: {e}")))?,
+            None => Chunk::default(),
+        },
     };
-    loaded.push((key, value));
+    loaded.push((key, chunk));
     Ok(())
 }
 
@@ -419,24 +446,24 @@ fn load_chunk(
 /// the next entry or event goes there, so it need not be read back from the tree.
 #[derive(Default)]
 struct ChunkCache {
-    map: HashMap<ChunkKey, Vec<u8>>,
+    map: HashMap<ChunkKey, Chunk>,
     /// Bytes held in `map`.
     bytes: usize,
 }
 
 impl ChunkCache {
     /// Takes a chunk out (it comes back through [`ChunkCache::keep`] once its group is applied).
-    fn take(&mut self, key: &ChunkKey) -> Option<Vec<u8>> {
-        let value = self.map.remove(key)?;
-        self.bytes = self.bytes.saturating_sub(value.len());
-        Some(value)
+    fn take(&mut self, key: &ChunkKey) -> Option<Chunk> {
+        let chunk = self.map.remove(key)?;
+        self.bytes = self.bytes.saturating_sub(chunk.bytes.len());
+        Some(chunk)
     }
 
     /// Keeps a chunk as it is now stored.
-    fn keep(&mut self, key: ChunkKey, value: Vec<u8>) {
-        self.bytes += value.len();
-        if let Some(old) = self.map.insert(key, value) {
-            self.bytes = self.bytes.saturating_sub(old.len());
+    fn keep(&mut self, key: ChunkKey, chunk: Chunk) {
+        self.bytes += chunk.bytes.len();
+        if let Some(old) = self.map.insert(key, chunk) {
+            self.bytes = self.bytes.saturating_sub(old.bytes.len());
         }
     }
 }
@@ -492,7 +519,7 @@ fn entry_identity(
     let key = (ks::TIMELINE, petition_id, chunk);
     let stored;
     let value: &[u8] = match g.chunks.get(&key).or_else(|| cached.map.get(&key)) {
-        Some(v) => v,
+        Some(c) => &c.bytes,
         None => match tree.get(pkey2(key.0, key.1, key.2))? {
             Some(v) => {
                 stored = v;
@@ -571,13 +598,13 @@ impl WriterCache {
     }
 
     /// Keeps the chunks an applied group wrote that are not full yet, for the groups after it.
-    pub(crate) fn applied(&mut self, chunks: &mut HashMap<ChunkKey, Vec<u8>>) {
-        for (key, value) in chunks.drain() {
+    pub(crate) fn applied(&mut self, chunks: &mut HashMap<ChunkKey, Chunk>) {
+        for (key, chunk) in chunks.drain() {
             let Some(capacity) = chunk_capacity(key.0) else {
                 continue;
             };
-            if packed::count(&value).is_ok_and(|n| n < capacity) {
-                self.chunks.keep(key, value);
+            if chunk.n < capacity {
+                self.chunks.keep(key, chunk);
             }
         }
     }
@@ -687,7 +714,7 @@ impl WriterCache {
             heads.push((account, head));
         }
         // The chunks the new entries and events go to, as they are now (usually one each).
-        let mut loaded: Vec<(ChunkKey, Vec<u8>)> = Vec::new();
+        let mut loaded: Vec<(ChunkKey, Chunk)> = Vec::new();
         let mut audit_tails: Vec<(u64, u64)> = Vec::new();
         for e in &c.entries {
             let (chunk, _) = packed::locate(e.seq, ENTRIES_PER_KEY);
@@ -704,6 +731,8 @@ impl WriterCache {
                 && !audit_tails.iter().any(|t| t.0 == hour)
             {
                 let (chunk, value) = stored_audit_tail(tree, hour)?.unwrap_or_default();
+                let value = Chunk::read(value)
+                    .map_err(|e| StoreError::Corrupt(format!("audit chunk {hour}/{chunk}: {e}")))?;
                 audit_tails.push((hour, chunk));
                 loaded.push(((ks::AUDIT_PACK, hour, chunk), value));
             }
@@ -721,12 +750,7 @@ impl WriterCache {
                 )?;
             }
         }
-        // A damaged chunk is refused here, before anything is staged.
-        for (key, value) in &loaded {
-            packed::count(value).map_err(|e| StoreError::Corrupt(format!("chunk {key:?}: {e}")))?;
-        }
-
-        // Writes: from here on nothing fails (the chunks were checked above).
+        // Writes: from here on nothing fails (the chunks were checked as they were read).
         g.chunks.extend(loaded);
         g.audit_tails.extend(audit_tails);
         let mut touched: Vec<ChunkKey> = Vec::new();
@@ -752,8 +776,7 @@ impl WriterCache {
             let (chunk, pos) = packed::locate(e.seq, ENTRIES_PER_KEY);
             let key = (ks::TIMELINE, p.id, chunk);
             let bytes = stored(scratch, e);
-            // Cannot fail: every chunk in `g.chunks` was read back whole above or built here.
-            let _ = packed::place(g.chunks.entry(key).or_default(), pos, &bytes);
+            g.chunks.entry(key).or_default().place(pos, &bytes);
             if !touched.contains(&key) {
                 touched.push(key);
             }
@@ -763,8 +786,7 @@ impl WriterCache {
                 let full = g
                     .chunks
                     .get(&(ks::AUDIT_PACK, hour, chunk))
-                    .and_then(|v| packed::count(v).ok())
-                    .is_some_and(|n| n >= AUDIT_PER_KEY);
+                    .is_some_and(|c| c.n >= AUDIT_PER_KEY);
                 if full {
                     chunk += 1;
                     g.audit_tails.insert(hour, chunk);
@@ -772,8 +794,8 @@ impl WriterCache {
                 let key = (ks::AUDIT_PACK, hour, chunk);
                 let value = g.chunks.entry(key).or_default();
                 let bytes = stored(scratch, &audit_record(p, e));
-                let n = packed::count(value).unwrap_or_default();
-                let _ = packed::place(value, n, &bytes);
+                let n = value.n;
+                value.place(n, &bytes);
                 if !touched.contains(&key) {
                     touched.push(key);
                 }
@@ -850,10 +872,10 @@ impl WriterCache {
             let (chunk, pos) = packed::locate(cursor, EVENTS_PER_KEY);
             let key = (ks::FEED_PACK, *account, chunk);
             let staged = g.chunks.entry(key).or_default();
-            let _ = match feed_ref(c, kind) {
-                Some(r) => packed::place(staged, pos, &r.encode(c.at_ms)),
-                None => packed::place(staged, pos, &value),
-            };
+            match feed_ref(c, kind) {
+                Some(r) => staged.place(pos, &r.encode(c.at_ms)),
+                None => staged.place(pos, &value),
+            }
             if !touched.contains(&key) {
                 touched.push(key);
             }
@@ -864,8 +886,8 @@ impl WriterCache {
             });
         }
         for key in touched {
-            if let Some(value) = g.chunks.get(&key) {
-                let value = sled::IVec::from(&value[..]);
+            if let Some(chunk) = g.chunks.get(&key) {
+                let value = sled::IVec::from(&chunk.bytes[..]);
                 g.put(&pkey2(key.0, key.1, key.2), value);
             }
         }
@@ -1830,11 +1852,12 @@ mod tests {
                 (ks::FEED_PACK, 100, 0)
             ]
         );
-        for (key, value) in &cache.chunks.map {
+        for (key, chunk) in &cache.chunks.map {
             let stored = tree.get(pkey2(key.0, key.1, key.2)).unwrap().unwrap();
-            assert_eq!(&stored[..], &value[..], "{key:?}");
+            assert_eq!(&stored[..], &chunk.bytes[..], "{key:?}");
+            assert_eq!(chunk.n, packed::count(&stored).unwrap(), "{key:?}");
         }
-        let bytes: usize = cache.chunks.map.values().map(Vec::len).sum();
+        let bytes: usize = cache.chunks.map.values().map(|c| c.bytes.len()).sum();
         assert_eq!(cache.chunks.bytes, bytes);
         assert_eq!(store.entries(1, 0, 100).unwrap().len(), 20);
         cache.forget();

@@ -60,7 +60,13 @@ pub enum BoardMsg {
     Changed(Box<Facts>),
     /// Recompute changed boards and push their updates; answers when done.
     Tick(Option<RpcReplyPort<()>>),
+    /// How many petitions' facts the board holds now.
+    Held(RpcReplyPort<DomainResult<usize>>),
 }
+
+/// How long the board keeps its facts once nobody watches or drills down (county clock): then it
+/// lets them go, and the next board loads what it needs again from storage.
+pub const UNLOAD_AFTER_MS: i64 = 10 * 60 * 1000;
 
 /// One watching session.
 #[derive(Debug)]
@@ -92,6 +98,8 @@ pub struct BoardState {
     watchers: HashMap<u64, Watcher>,
     /// Facts changed since the last tick.
     dirty: bool,
+    /// When the facts were last needed (a watch, a drill-down, a refresh), county clock.
+    used_at_ms: i64,
 }
 
 /// The board actor (behaviour only).
@@ -115,6 +123,7 @@ impl Actor for BoardActor {
             directory: Directory::default(),
             watchers: HashMap::new(),
             dirty: false,
+            used_at_ms: 0,
         })
     }
 
@@ -152,6 +161,9 @@ impl Actor for BoardActor {
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
+            }
+            BoardMsg::Held(reply) => {
+                let _ = reply.send(Ok(state.facts.len()));
             }
         }
         Ok(())
@@ -224,8 +236,29 @@ impl BoardState {
             self.loaded.insert(c, period.from_ms);
         }
         self.county.board_active(true);
+        self.used_at_ms = self.now();
         metrics::gauge!("lianxin_board_facts").set(self.facts.len() as f64);
         Ok(())
+    }
+
+    /// Lets the facts go once nobody has needed them for [`UNLOAD_AFTER_MS`].
+    fn unload_if_unused(&mut self) {
+        if !self.watchers.is_empty()
+            || self.facts.is_empty()
+            || self.now().saturating_sub(self.used_at_ms) < UNLOAD_AFTER_MS
+        {
+            return;
+        }
+        tracing::info!(
+            facts = self.facts.len(),
+            "board facts unloaded: nobody watches"
+        );
+        // Changes stop coming first, then what they would have updated goes.
+        self.county.board_active(false);
+        self.facts = HashMap::new();
+        self.loaded.clear();
+        self.dirty = false;
+        metrics::gauge!("lianxin_board_facts").set(0.0);
     }
 
     fn refresh_directory(&mut self) -> DomainResult<()> {
@@ -357,6 +390,7 @@ impl BoardState {
 
     fn tick(&mut self) {
         if self.watchers.is_empty() {
+            self.unload_if_unused();
             return;
         }
         let dirty = std::mem::take(&mut self.dirty);

@@ -404,6 +404,28 @@ impl County {
         }
     }
 
+    /// Runs the board's periodic step now: pushes changed boards, lets unused facts go (the
+    /// ticker does this on its own; tests with a manual clock call it directly).
+    pub async fn tick_board_now(&self) -> DomainResult<()> {
+        match self
+            .board_ref()?
+            .call(
+                |reply| BoardMsg::Tick(Some(reply)),
+                Some(self.0.settings.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(())) => Ok(()),
+            _ => Err(DomainError::Unavailable("board unavailable".into())),
+        }
+    }
+
+    /// How many petitions' facts the board holds now (they go some minutes after the last
+    /// watcher: [`crate::board::UNLOAD_AFTER_MS`]).
+    pub async fn board_facts_held(&self) -> DomainResult<usize> {
+        self.call_board(BoardMsg::Held).await
+    }
+
     /// The petitions behind one figure of a board (drill-down).
     pub async fn board_petitions(
         &self,

@@ -323,3 +323,58 @@ async fn a_board_survives_a_restart_and_counts_stored_petitions() {
     assert_eq!((total(&earlier).received, total(&earlier).open), (0, 3));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_lets_its_facts_go_when_nobody_watches_and_loads_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let worker_id = server.account_id("worker-01-1a");
+    let resident = server.sign_in("resident-01-1a", Wire::Binary).await;
+    for text in ["路面有坑", "井盖松动"] {
+        resident
+            .submit_petition(complaint(worker_id, text))
+            .await
+            .unwrap();
+    }
+    let sup = server.sign_in("sup-01", Wire::Binary).await;
+    let board = sup.watch_board(week()).await.unwrap();
+    assert_eq!(total(&board).received, 2);
+    let held = server.county.board_facts_held().await.unwrap();
+    assert!(held >= 2, "the watched petitions' facts are held: {held}");
+
+    // The supervisor leaves; the facts stay until nobody has needed them for a while.
+    sup.close().await;
+    let unload_after = Duration::from_millis(lianxin_actors::board::UNLOAD_AFTER_MS as u64);
+    server.clock.advance(unload_after / 2);
+    for _ in 0..10 {
+        // (Long enough for the closed session's unwatch to reach the board.)
+        server.county.tick_board_now().await.unwrap();
+        assert_eq!(server.county.board_facts_held().await.unwrap(), held);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.clock.advance(unload_after);
+    // (Until the closed session's unwatch has reached the board, it still counts as watched.)
+    let unloaded = async {
+        loop {
+            server.county.tick_board_now().await.unwrap();
+            if server.county.board_facts_held().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), unloaded)
+        .await
+        .expect("the facts were let go");
+
+    // A petition raised meanwhile, and the next watcher's board counts everything again.
+    resident
+        .submit_petition(complaint(worker_id, "树枝挡路"))
+        .await
+        .unwrap();
+    let sup = server.sign_in("sup-01", Wire::Binary).await;
+    let board = sup.watch_board(week()).await.unwrap();
+    assert_eq!(total(&board).received, 3);
+    assert_eq!(worker_row(&board, worker_id).open, 3);
+    server.stop().await;
+}

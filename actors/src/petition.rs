@@ -645,8 +645,8 @@ async fn message(
         feed,
         at_ms: now,
         read_mark: None,
-        // Kept in the message's own entry: a resend is answered with that entry's ack.
         webhook: None,
+        // Kept in the message's own entry: a resend is answered with that entry's ack.
         idempotency: (!client_msg_id.is_empty()).then(|| IdempotencyKey {
             account_id: who.caller.account_id,
             client_msg_id: client_msg_id.clone(),

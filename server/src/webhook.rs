@@ -89,9 +89,13 @@ pub fn spawn(county: &County, config: WebhookConfig) -> Option<JoinHandle<()>> {
         // Deliveries belong to this task: aborting it (at shutdown) aborts them too; what is
         // unfinished stays in storage for the next start.
         let mut tasks = JoinSet::new();
+        // A review rated while this task starts is both stored and on its way here: once is
+        // enough.
+        let mut from_storage = std::collections::HashSet::new();
         match store.webhook_pending() {
             Ok(pending) => {
                 for delivery in pending {
+                    from_storage.insert(delivery.id());
                     let (id, body) = match delivery {
                         PendingDelivery::Body { id, body } => (id, body),
                         PendingDelivery::Review {
@@ -121,6 +125,9 @@ pub fn spawn(county: &County, config: WebhookConfig) -> Option<JoinHandle<()>> {
                 Some(_) = tasks.join_next() => continue,
             };
             // Already stored, with the rating.
+            if from_storage.remove(&review.delivery_id) {
+                continue;
+            }
             let body = payload(&review).to_string();
             deliver_later(
                 &mut tasks,

@@ -135,8 +135,7 @@ async fn a_busy_servers_backup_restores_everything_acknowledged_before_it() {
         "backup".into(),
         "--url".into(),
         server.url.clone(),
-        "--token".into(),
-        admin.clone(),
+        format!("--token={admin}"),
         "--to".into(),
         s(&backup_dir),
     ])
@@ -168,8 +167,7 @@ async fn a_busy_servers_backup_restores_everything_acknowledged_before_it() {
         "backup".into(),
         "--url".into(),
         server.url.clone(),
-        "--token".into(),
-        admin.clone(),
+        format!("--token={admin}"),
         "--to".into(),
         s(&backup_dir),
     ])
@@ -179,8 +177,7 @@ async fn a_busy_servers_backup_restores_everything_acknowledged_before_it() {
         "backup".into(),
         "--url".into(),
         server.url.clone(),
-        "--token".into(),
-        resident_token.clone(),
+        format!("--token={resident_token}"),
         "--to".into(),
         s(&dir.path().join("not-admin")),
     ])

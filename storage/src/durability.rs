@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock, RwLock, mpsc};
 
 use tokio::sync::oneshot;
 
+use crate::behind::Overlay;
 use crate::petitions::{Commit, CommitResult, Group, WriterCache};
 use crate::{Result, StoreError};
 
@@ -34,7 +35,8 @@ enum Job {
     },
     /// Answer once a flush that started after this job was queued has finished.
     Durable(oneshot::Sender<Result<()>>),
-    /// Like `Durable`, and the group takes a checkpoint whether one is due or not.
+    /// Like `Durable`, and the group writes every chunk held behind (`crate::behind`) and
+    /// takes a checkpoint whether one is due or not.
     Checkpoint(oneshot::Sender<Result<()>>),
     /// Delete a key the writer keeps nothing of in memory (`ks::WEBHOOK`), with the next group;
     /// answer once that group is on disk.
@@ -172,6 +174,8 @@ pub(crate) struct Writer {
     answerer: Arc<Answerer>,
     /// Where groups log their writes while a backup runs.
     redo: RedoSlot,
+    /// The chunks written behind, for readers.
+    overlay: Arc<Overlay>,
 }
 
 /// The redo log of a running backup, if one runs; only the writer thread touches it (in groups
@@ -210,15 +214,18 @@ impl Writer {
         let failure = Arc::new(std::sync::Mutex::new(None));
         let redo = RedoSlot::default();
         let answerer = Arc::new(Answerer::default());
+        let overlay = Arc::new(Overlay::default());
+        let cache = WriterCache::recover(&keyspace, overlay.clone(), crate::behind::WINDOW)?;
         let thread = WriterThread {
             failure: failure.clone(),
             redo: redo.clone(),
             answerer: answerer.clone(),
             db,
             keyspace,
-            cache: WriterCache::default(),
+            cache,
             floors: floors.clone(),
             checkpoints,
+            broken: None,
         };
         std::thread::Builder::new()
             .name("lianxin-writer".into())
@@ -230,7 +237,13 @@ impl Writer {
             failure,
             answerer,
             redo,
+            overlay,
         })
+    }
+
+    /// The chunks written behind, as readers see them.
+    pub(crate) fn overlay(&self) -> &Overlay {
+        &self.overlay
     }
 
     /// The floors readers cap feeds at.
@@ -305,8 +318,8 @@ impl Writer {
         &self.redo
     }
 
-    /// Returns once a flush that started after this call has finished and a checkpoint was
-    /// taken with it.
+    /// Returns once every chunk held behind is written, a flush that started after this call
+    /// has finished and a checkpoint was taken with it.
     pub(crate) async fn checkpoint(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Checkpoint(tx)).map_err(|_| gone())?;
@@ -339,13 +352,35 @@ struct WriterThread {
     answerer: Arc<Answerer>,
     /// The redo log of a running backup.
     redo: RedoSlot,
+    /// Why the writer could not read back what the keyspace holds (after a failed group); it
+    /// refuses every commit from then on, so as not to write over journal records it lost track
+    /// of.
+    broken: Option<String>,
 }
 
 impl WriterThread {
     /// Serves groups until every handle is dropped.
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::new();
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Idle for a window with chunks held behind: they are all written, without a commit.
+            let first = match self.cache.idle_deadline() {
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+                Some(due) => {
+                    let wait = due.saturating_duration_since(std::time::Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.guarded_group(&mut jobs, true);
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
             let mut exclusive = None;
             match first {
                 Job::Exclusive(f) => exclusive = Some(f),
@@ -359,17 +394,7 @@ impl WriterThread {
                 }
             }
             if !jobs.is_empty() {
-                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.group(&mut jobs)
-                }));
-                if served.is_err() {
-                    // A bug, not an I/O error: the group's callers get an error (their answer
-                    // channels are dropped), what the cache staged is forgotten, the writer goes
-                    // on.
-                    tracing::error!("the storage writer panicked in a group commit");
-                    self.cache.forget();
-                    jobs.clear();
-                }
+                self.guarded_group(&mut jobs, false);
             }
             // Everything queued before it is applied and flushed; nothing after it is applied.
             if let Some(f) = exclusive {
@@ -377,10 +402,36 @@ impl WriterThread {
                     tracing::error!("an exclusive storage job panicked");
                 }
                 // It may have written anything: read afresh what the writer remembered.
-                self.cache.forget();
+                self.forget();
             }
         }
+        // A clean stop leaves no journal behind.
+        if !self.cache.is_clean() && self.broken.is_none() {
+            self.group(&mut jobs, true);
+        }
         tracing::debug!("storage writer stopped");
+    }
+
+    /// Runs [`WriterThread::group`], surviving a panic in it.
+    fn guarded_group(&mut self, jobs: &mut Vec<Job>, all: bool) {
+        let served =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.group(jobs, all)));
+        if served.is_err() {
+            // A bug, not an I/O error: the group's callers get an error (their answer channels
+            // are dropped), what the cache staged is forgotten, the writer goes on.
+            tracing::error!("the storage writer panicked in a group commit");
+            self.forget();
+            jobs.clear();
+        }
+    }
+
+    /// Forgets what the writer remembered and reads it afresh from the keyspace; if that fails,
+    /// the writer refuses commits from then on.
+    fn forget(&mut self) {
+        if let Err(e) = self.cache.forget(&self.keyspace) {
+            tracing::error!(error = %e, "the storage writer could not read back its journal");
+            self.broken = Some(e.to_string());
+        }
     }
 
     /// Appends an applied group's writes to the running backup's redo log.
@@ -400,10 +451,30 @@ impl WriterThread {
         }
     }
 
-    /// Stages, applies and flushes one group, then answers everyone in it.
-    fn group(&mut self, jobs: &mut Vec<Job>) {
+    /// Stages, applies and flushes one group, then answers everyone in it; with `all`, it
+    /// writes every chunk held behind.
+    fn group(&mut self, jobs: &mut Vec<Job>, mut all: bool) {
+        if let Some(broken) = &self.broken {
+            let e = || {
+                StoreError::Engine(sled::Error::ReportableBug(format!(
+                    "the storage writer stopped writing: {broken}"
+                )))
+            };
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Commit { reply, .. } => reply.send(Err(e())),
+                    Job::Durable(tx) | Job::Checkpoint(tx) | Job::Remove { reply: tx, .. } => {
+                        let _ = tx.send(Err(e()));
+                    }
+                    Job::Exclusive(f) => f(),
+                }
+            }
+            return;
+        }
         let started = std::time::Instant::now();
-        metrics::histogram!("lianxin_group_commit_jobs").record(jobs.len() as f64);
+        if !jobs.is_empty() {
+            metrics::histogram!("lianxin_group_commit_jobs").record(jobs.len() as f64);
+        }
         let span = tracing::trace_span!("group_commit", jobs = jobs.len(), writes = 0usize);
         let _enter = span.enter();
         self.cache.trim();
@@ -432,23 +503,26 @@ impl WriterThread {
                 }
                 Job::Checkpoint(tx) => {
                     force_checkpoint = true;
+                    all = true;
                     waiters.push(tx);
                 }
                 // `run` never puts one in a group; run it in order all the same.
                 Job::Exclusive(f) => f(),
             }
         }
+        self.cache
+            .finish(&mut group, std::time::Instant::now(), all);
         span.record("writes", group.writes);
         let applied = if group.writes == 0 {
             Ok(())
         } else {
             // Readers must not see the new events before the flush: floors first.
             self.floors.raise(&group.floors);
-            let applied = self.keyspace.apply_batch(group.batch);
+            let applied = self.keyspace.apply_batch(std::mem::take(&mut group.batch));
             if applied.is_ok() {
-                self.cache.applied(&mut group.chunks);
+                self.cache.applied(&mut group);
             }
-            if let (Ok(()), Some(records)) = (&applied, group.redo) {
+            if let (Ok(()), Some(records)) = (&applied, group.redo.take()) {
                 self.log_redo(&records, group.writes);
             }
             applied
@@ -468,7 +542,7 @@ impl WriterThread {
             Ok(()) => self.db.flush().map(|_| ()),
             Err(e) => {
                 // Nothing of the batch is stored; what the cache staged is wrong now.
-                self.cache.forget();
+                self.forget();
                 Err(e)
             }
         };

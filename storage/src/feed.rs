@@ -12,7 +12,7 @@ use prost::encoding::{decode_varint, encode_varint};
 
 use crate::packed::{self, ENTRIES_PER_KEY, EVENTS_PER_KEY};
 use crate::petitions::stored_head;
-use crate::trees::{ks, pkey_u64, pkey2};
+use crate::trees::ks;
 use crate::{Result, Store, StoreError};
 
 /// The first byte of a feed value stored as a [`FeedRef`]. An encoded `Event` never starts with
@@ -83,7 +83,7 @@ pub struct StoredEvent {
 impl Store {
     /// The newest cursor of an account's feed that is on disk (0 when empty).
     pub fn feed_head(&self, account_id: u64) -> Result<u64> {
-        let head = stored_head(self.keyspace(), account_id)?;
+        let head = stored_head(self.chunks(), account_id)?;
         // Checked after reading: a floor set before the events were applied covers them.
         Ok(match self.writer.floors().cap(account_id) {
             Some(floor) => head.min(floor),
@@ -100,14 +100,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         let first = after_cursor.saturating_add(1);
-        let start = pkey2(ks::FEED_PACK, account_id, first / EVENTS_PER_KEY);
-        let end = pkey2(ks::FEED_PACK, account_id, u64::MAX);
+        let chunks = self.chunks();
         let mut out: Vec<StoredEvent> = Vec::new();
         // The timeline chunk read last: consecutive events mostly refer to the same petition.
         let mut timeline: Option<((u64, u64), sled::IVec)> = None;
-        'chunks: for item in self.keyspace().range(start..=end) {
-            let (k, v) = item?;
-            let chunk = pkey_u64(&k, 1)?;
+        'chunks: for item in chunks.from(ks::FEED_PACK, account_id, first / EVENTS_PER_KEY) {
+            let (chunk, v) = item?;
             for (pos, bytes) in (0u64..).zip(packed::items(&v)) {
                 let bytes = bytes?;
                 let cursor = chunk.saturating_mul(EVENTS_PER_KEY).saturating_add(pos);
@@ -131,7 +129,7 @@ impl Store {
                         let at = (r.petition_id, tchunk);
                         let cached = match &timeline {
                             Some((key, value)) if *key == at => Some(value.clone()),
-                            _ => self.keyspace().get(pkey2(ks::TIMELINE, at.0, at.1))?,
+                            _ => chunks.get((ks::TIMELINE, at.0, at.1))?,
                         };
                         let stored = match &cached {
                             Some(value) => packed::get(value, tpos)?,
@@ -186,6 +184,7 @@ mod tests {
             ..Default::default()
         };
         store.commit(&c).unwrap();
+        store.write_out_now();
         // Cursor 4 is in the same chunk as 1 and 2: the chunk gets a gap at 3.
         let chunk = pkey2(ks::FEED_PACK, 100, 0);
         let mut value = store.keyspace().get(chunk).unwrap().unwrap().to_vec();

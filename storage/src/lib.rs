@@ -26,6 +26,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod backup;
+pub mod behind;
 pub mod checkpoint;
 pub mod directory;
 pub mod durability;
@@ -52,8 +53,10 @@ pub use records::{AccountRecord, SessionRecord};
 /// no longer rewrites its petition's record (readers take `last_seq` and `updated_at_ms` from the
 /// newest entry, `petitions::catch_up`), and its client id lives only in its entry
 /// (`petitions::IdScope::Entry`); a build before 6 would read those records as stale. A bad
-/// review's webhook delivery is written with the rating (`ks::WEBHOOK`).
-pub const SCHEMA_VERSION: u64 = 6;
+/// review's webhook delivery is written with the rating (`ks::WEBHOOK`). 7: timeline and feed
+/// chunks are written behind their group, which stores a journal record instead (`behind`); a
+/// build before 7 would not replay those records.
+pub const SCHEMA_VERSION: u64 = 7;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -334,9 +337,22 @@ impl Store {
         self.writer.durable().await
     }
 
-    /// Flushes everything to disk and takes a checkpoint (`checkpoint.rs`); for a clean stop.
+    /// Writes every timeline and feed chunk held behind (`behind.rs`), flushes everything to
+    /// disk and takes a checkpoint (`checkpoint.rs`); for a clean stop.
     pub async fn checkpoint(&self) -> Result<()> {
         self.writer.checkpoint().await
+    }
+
+    /// Writes out what the writer holds behind, as a clean stop does, blocking (for tests that
+    /// look at the tree itself).
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn write_out_now(&self) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(self.checkpoint())
+            .unwrap();
     }
 
     /// Flushes everything to disk now, blocking the calling thread.
@@ -347,6 +363,14 @@ impl Store {
     /// The petition keyspace tree.
     pub(crate) fn keyspace(&self) -> &sled::Tree {
         &self.trees.petition_keyspace
+    }
+
+    /// Timeline and feed chunks as they are, those not yet written included.
+    pub(crate) fn chunks(&self) -> behind::Chunks<'_> {
+        behind::Chunks {
+            tree: self.keyspace(),
+            overlay: self.writer.overlay(),
+        }
     }
 
     /// Reads a flag or small value of the metadata tree.
@@ -409,6 +433,7 @@ fn check_schema(db: &sled::Db, trees: &trees::Trees) -> Result<()> {
     }
     // 5 → 6 needs no rewrite: records written before are exact, and entries always carried
     // their client ids. Message keys (`m/…`) under `ks::IDEMPOTENCY` stay, unread.
+    // 6 → 7 needs no rewrite: a database before 7 holds no journal records.
     if found < SCHEMA_VERSION {
         meta.insert(
             trees::META_SCHEMA_VERSION,

@@ -11,6 +11,9 @@ use std::ops::ControlFlow;
 
 use prost::Message;
 
+use std::sync::Arc;
+
+use crate::behind::{self, Chunks, Dirty, Overlay};
 use crate::packed::{self, AUDIT_BUCKET_MS, AUDIT_PER_KEY, ENTRIES_PER_KEY, EVENTS_PER_KEY};
 use crate::trees::{ks, pkey_bytes, pkey_u64, pkey1, pkey2, pkey3};
 use crate::{Result, Store, StoreError};
@@ -244,12 +247,11 @@ fn message_ack(petition_id: u64, seq: u64, at_ms: i64) -> Vec<u8> {
 /// Visits the stored entries of a petition that carry a message's client id, in order, until
 /// `visit` breaks.
 fn visit_sent(
-    tree: &sled::Tree,
+    chunks: Chunks<'_>,
     petition_id: u64,
     mut visit: impl FnMut(EntryIdentity) -> ControlFlow<()>,
 ) -> Result<()> {
-    let range = pkey2(ks::TIMELINE, petition_id, 0)..=pkey2(ks::TIMELINE, petition_id, u64::MAX);
-    for item in tree.range(range) {
+    for item in chunks.from(ks::TIMELINE, petition_id, 0) {
         let (_, v) = item?;
         for bytes in packed::items(&v) {
             let bytes = bytes?;
@@ -266,9 +268,9 @@ fn visit_sent(
 }
 
 /// Every message client id stored in a petition's timeline: hash → seq.
-fn stored_client_ids(tree: &sled::Tree, petition_id: u64) -> Result<HashMap<u64, u64>> {
+fn stored_client_ids(chunks: Chunks<'_>, petition_id: u64) -> Result<HashMap<u64, u64>> {
     let mut ids = HashMap::new();
-    visit_sent(tree, petition_id, |e| {
+    visit_sent(chunks, petition_id, |e| {
         ids.entry(client_id_hash(e.author_id, &e.client_msg_id))
             .or_insert(e.seq);
         ControlFlow::Continue(())
@@ -285,13 +287,18 @@ const CACHED_CHUNK_BYTES: usize = 32 << 20;
 
 /// What the single writer remembers between commits. It is the keyspace's only writer, so none of
 /// this goes stale; entries missing are read from the tree.
-#[derive(Default)]
 pub(crate) struct WriterCache {
+    /// The dirty timeline and feed chunks (their bytes are in `chunks`) and the journal records
+    /// they need (`crate::behind`).
+    dirty: Dirty,
+    /// The dirty chunks as readers see them.
+    overlay: Arc<Overlay>,
     /// account id → its newest feed cursor (staged or stored).
     heads: HashMap<u64, u64>,
     /// petition id → its stored (or staged) index keys and known participants.
     petitions: HashMap<u64, Known>,
-    /// Timeline and feed chunks that are not full yet, as stored.
+    /// Timeline and feed chunks that are not full yet, as stored or dirty (dirty ones are kept
+    /// until written).
     chunks: ChunkCache,
     /// Reused to encode values.
     scratch: Vec<u8>,
@@ -315,6 +322,10 @@ pub(crate) struct Group {
     pub(crate) chunks: HashMap<ChunkKey, Chunk>,
     /// hour → the audit chunk of that hour this group appends to (`ks::AUDIT_PACK`).
     audit_tails: HashMap<u64, u64>,
+    /// The group's journal record: every item it placed into timeline and feed chunks.
+    journal: Vec<u8>,
+    /// Dirty chunks written by this group that it did not change.
+    written: Vec<ChunkKey>,
 }
 
 /// A packed chunk: its prefix, the petition or account, the chunk number.
@@ -331,13 +342,13 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     /// A chunk read from storage, checked whole.
-    fn read(bytes: Vec<u8>) -> Result<Chunk> {
+    pub(crate) fn read(bytes: Vec<u8>) -> Result<Chunk> {
         let n = packed::count(&bytes)?;
         Ok(Chunk { bytes, n })
     }
 
     /// Puts an item at `pos` (see [`packed::place`]).
-    fn place(&mut self, pos: usize, item: &[u8]) {
+    pub(crate) fn place(&mut self, pos: usize, item: &[u8]) {
         // Cannot fail: the bytes were checked when read, and built here since.
         if let Ok(n) = packed::place_counted(&mut self.bytes, self.n, pos, item) {
             self.n = n;
@@ -378,13 +389,11 @@ impl Group {
 }
 
 /// The newest cursor stored in an account's feed (0 when empty): the last item of its last chunk.
-pub(crate) fn stored_head(tree: &sled::Tree, account_id: u64) -> Result<u64> {
-    let range = pkey2(ks::FEED_PACK, account_id, 0)..=pkey2(ks::FEED_PACK, account_id, u64::MAX);
-    match tree.range(range).next_back() {
-        Some(item) => {
-            let (k, v) = item?;
+pub(crate) fn stored_head(chunks: Chunks<'_>, account_id: u64) -> Result<u64> {
+    match chunks.last(ks::FEED_PACK, account_id)? {
+        Some((chunk, v)) => {
             let n = packed::count(&v)? as u64;
-            Ok((pkey_u64(&k, 1)? * EVENTS_PER_KEY + n).saturating_sub(1))
+            Ok((chunk * EVENTS_PER_KEY + n).saturating_sub(1))
         }
         None => Ok(0),
     }
@@ -419,7 +428,7 @@ fn stored_audit_tail(tree: &sled::Tree, hour: u64) -> Result<Option<(u64, Vec<u8
 /// The chunk `key` as the group left it, or as stored, or empty; looked up into `loaded` unless
 /// the group or `loaded` already has it.
 fn load_chunk(
-    tree: &sled::Tree,
+    chunks: Chunks<'_>,
     cached: &mut ChunkCache,
     g: &Group,
     loaded: &mut Vec<(ChunkKey, Chunk)>,
@@ -432,7 +441,7 @@ fn load_chunk(
     let chunk = match cached.take(&key) {
         Some(chunk) => chunk,
         // A damaged chunk is refused here, before anything is staged.
-        None => match tree.get(pkey2(key.0, key.1, key.2))? {
+        None => match chunks.get(key)? {
             Some(v) => Chunk::read(v.to_vec())
                 .map_err(|e| StoreError::Corrupt(format!("chunk {key:?}: {e}")))?,
             None => Chunk::default(),
@@ -466,6 +475,12 @@ impl ChunkCache {
             self.bytes = self.bytes.saturating_sub(old.bytes.len());
         }
     }
+
+    /// Keeps only the chunks `keep` accepts.
+    fn retain(&mut self, keep: impl Fn(&ChunkKey) -> bool) {
+        self.map.retain(|key, _| keep(key));
+        self.bytes = self.map.values().map(|c| c.bytes.len()).sum();
+    }
 }
 
 /// How many items a chunk of this prefix holds when full; `None` for chunks the writer does not
@@ -488,12 +503,10 @@ fn stored_record(tree: &sled::Tree, id: u64) -> Result<Option<Petition>> {
 
 /// Brings a stored record's progress (`last_seq`, `updated_at_ms`) up to its newest timeline
 /// entry: a plain message writes its entry, not the record.
-pub(crate) fn catch_up(tree: &sled::Tree, p: &mut Petition) -> Result<()> {
-    let range = pkey2(ks::TIMELINE, p.id, 0)..=pkey2(ks::TIMELINE, p.id, u64::MAX);
-    let Some(item) = tree.range(range).next_back() else {
+pub(crate) fn catch_up(chunks: Chunks<'_>, p: &mut Petition) -> Result<()> {
+    let Some((_, v)) = chunks.last(ks::TIMELINE, p.id)? else {
         return Ok(());
     };
-    let (_, v) = item?;
     if let Some(last) = packed::items(&v).last() {
         let last = last?;
         if !last.is_empty() {
@@ -509,7 +522,7 @@ pub(crate) fn catch_up(tree: &sled::Tree, p: &mut Petition) -> Result<()> {
 
 /// The stored timeline entry `seq` of a petition, as the group left it or as stored.
 fn entry_identity(
-    tree: &sled::Tree,
+    chunks: Chunks<'_>,
     cached: &ChunkCache,
     g: &Group,
     petition_id: u64,
@@ -520,7 +533,7 @@ fn entry_identity(
     let stored;
     let value: &[u8] = match g.chunks.get(&key).or_else(|| cached.map.get(&key)) {
         Some(c) => &c.bytes,
-        None => match tree.get(pkey2(key.0, key.1, key.2))? {
+        None => match chunks.get(key)? {
             Some(v) => {
                 stored = v;
                 &stored
@@ -577,7 +590,29 @@ fn feed_ref(c: &Commit, kind: &event::Kind) -> Option<crate::feed::FeedRef> {
 }
 
 impl WriterCache {
-    /// Empties the caches if they grew past their bounds.
+    /// The writer's memory of a keyspace: its dirty chunks recovered from the journal records it
+    /// holds (`crate::behind::recover`), published to `overlay`.
+    pub(crate) fn recover(
+        tree: &sled::Tree,
+        overlay: Arc<Overlay>,
+        window: std::time::Duration,
+    ) -> Result<WriterCache> {
+        let (chunks, dirty) = behind::recover(tree, &overlay, window)?;
+        let mut cache = WriterCache {
+            dirty,
+            overlay,
+            heads: HashMap::new(),
+            petitions: HashMap::new(),
+            chunks: ChunkCache::default(),
+            scratch: Vec::new(),
+        };
+        for (key, chunk) in chunks {
+            cache.chunks.keep(key, chunk);
+        }
+        Ok(cache)
+    }
+
+    /// Empties the caches if they grew past their bounds (dirty chunks stay).
     pub(crate) fn trim(&mut self) {
         if self.petitions.len() > CACHED_PETITIONS {
             self.petitions.clear();
@@ -586,27 +621,115 @@ impl WriterCache {
             self.heads.clear();
         }
         if self.chunks.bytes > CACHED_CHUNK_BYTES {
-            self.chunks = ChunkCache::default();
+            let dirty = &self.dirty;
+            self.chunks.retain(|key| dirty.contains(key));
         }
     }
 
-    /// Forgets everything (after a batch failed to apply, what was staged is not stored).
-    pub(crate) fn forget(&mut self) {
-        self.petitions.clear();
-        self.heads.clear();
-        self.chunks = ChunkCache::default();
+    /// Forgets everything and reads afresh what the tree holds, its journal records included
+    /// (after a batch failed to apply, what was staged is not stored).
+    pub(crate) fn forget(&mut self, tree: &sled::Tree) -> Result<()> {
+        let window = self.dirty.window;
+        *self = WriterCache::recover(tree, self.overlay.clone(), window)?;
+        Ok(())
     }
 
-    /// Keeps the chunks an applied group wrote that are not full yet, for the groups after it.
-    pub(crate) fn applied(&mut self, chunks: &mut HashMap<ChunkKey, Chunk>) {
-        for (key, chunk) in chunks.drain() {
+    /// Whether nothing is dirty and no journal record is stored.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.dirty.is_clean()
+    }
+
+    /// When an idle writer writes out every dirty chunk (none: nothing is dirty).
+    pub(crate) fn idle_deadline(&self) -> Option<std::time::Instant> {
+        self.dirty.idle_deadline()
+    }
+
+    /// Ends a group's staging: stores its journal record, writes the chunks that are due (full,
+    /// the oldest as the pace allows, those over the bound, or every one with `all`) and deletes
+    /// the journal records nothing needs any more.
+    pub(crate) fn finish(&mut self, g: &mut Group, now: std::time::Instant, all: bool) {
+        let journal = if g.journal.is_empty() {
+            self.dirty.next_journal()
+        } else {
+            let n = self.dirty.take_journal();
+            let record = std::mem::take(&mut g.journal);
+            g.put(&behind::journal_key(n), record);
+            n
+        };
+        let mut full = Vec::new();
+        for (key, chunk) in &g.chunks {
+            if !behind::is_behind(key.0) {
+                continue;
+            }
+            if chunk.n >= behind::capacity(key.0) {
+                full.push(*key);
+            } else {
+                self.dirty.mark(*key, journal, chunk.bytes.len());
+            }
+        }
+        let mut written = 0usize;
+        for key in full {
+            if let Some(chunk) = g.chunks.get(&key) {
+                let value = sled::IVec::from(&chunk.bytes[..]);
+                g.put(&pkey2(key.0, key.1, key.2), value);
+                self.dirty.clean(&key);
+                written += 1;
+            }
+        }
+        let mut paced = self.dirty.pace(now, all);
+        while paced > 0 || self.dirty.over_bound() {
+            let Some(key) = self.dirty.oldest() else {
+                break;
+            };
+            paced = paced.saturating_sub(1);
+            let value = match g.chunks.get(&key).or_else(|| self.chunks.map.get(&key)) {
+                Some(chunk) => sled::IVec::from(&chunk.bytes[..]),
+                None => match self.overlay.get(key) {
+                    Some(v) => v,
+                    None => {
+                        // Dirty chunks are kept until written; never here.
+                        tracing::error!(?key, "a dirty chunk was not in memory");
+                        continue;
+                    }
+                },
+            };
+            g.put(&pkey2(key.0, key.1, key.2), value);
+            self.dirty.clean(&key);
+            if !g.chunks.contains_key(&key) {
+                g.written.push(key);
+            }
+            written += 1;
+        }
+        for n in self.dirty.unneeded_journals() {
+            g.delete(&behind::journal_key(n));
+        }
+        metrics::counter!("lianxin_write_behind_chunks_written_total").increment(written as u64);
+        metrics::gauge!("lianxin_write_behind_dirty_chunks").set(self.dirty.len() as f64);
+        metrics::gauge!("lianxin_write_behind_dirty_bytes").set(self.dirty.bytes() as f64);
+    }
+
+    /// Keeps the chunks an applied group wrote that are not full yet (and every dirty one), for
+    /// the groups after it, and shows readers the dirty ones.
+    pub(crate) fn applied(&mut self, g: &mut Group) {
+        let mut published = Vec::new();
+        for (key, chunk) in g.chunks.drain() {
             let Some(capacity) = chunk_capacity(key.0) else {
                 continue;
             };
-            if chunk.n < capacity {
+            if behind::is_behind(key.0) {
+                let dirty = self.dirty.contains(&key);
+                published.push((key, dirty.then(|| sled::IVec::from(&chunk.bytes[..]))));
+                if dirty || chunk.n < capacity {
+                    self.chunks.keep(key, chunk);
+                }
+            } else if chunk.n < capacity {
                 self.chunks.keep(key, chunk);
             }
         }
+        for key in g.written.drain(..) {
+            published.push((key, None));
+        }
+        self.overlay.publish(published);
     }
 
     /// The (seq, time) of a stored or staged message entry of this petition that carries the
@@ -623,9 +746,13 @@ impl WriterCache {
         };
         // Read before anything of this petition is staged with a client id (every such commit
         // comes here first), so the tree holds all of them.
+        let view = Chunks {
+            tree,
+            overlay: &self.overlay,
+        };
         let ids = match &mut known.client_ids {
             Some(ids) => ids,
-            none => none.insert(stored_client_ids(tree, petition_id)?),
+            none => none.insert(stored_client_ids(view, petition_id)?),
         };
         let Some(&seq) = ids.get(&client_id_hash(k.account_id, &k.client_msg_id)) else {
             return Ok(None);
@@ -634,7 +761,7 @@ impl WriterCache {
             return Ok(None);
         }
         // Hashes may collide: the entry itself decides.
-        Ok(entry_identity(tree, &self.chunks, g, petition_id, seq)?
+        Ok(entry_identity(view, &self.chunks, g, petition_id, seq)?
             .filter(|e| e.author_id == k.account_id && e.client_msg_id == k.client_msg_id)
             .map(|e| (seq, e.at_ms)))
     }
@@ -647,6 +774,11 @@ impl WriterCache {
         g: &mut Group,
     ) -> Result<CommitResult> {
         let p = &c.petition;
+        let overlay = self.overlay.clone();
+        let view = Chunks {
+            tree,
+            overlay: &overlay,
+        };
         // Reads first (they may fail); nothing is staged until they all succeeded. What is
         // cached is what the tree holds.
         if !self.petitions.contains_key(&p.id)
@@ -709,7 +841,7 @@ impl WriterCache {
             }
             let head = match self.heads.get(&account) {
                 Some(&head) => head,
-                None => stored_head(tree, account)?,
+                None => stored_head(view, account)?,
             };
             heads.push((account, head));
         }
@@ -719,7 +851,7 @@ impl WriterCache {
         for e in &c.entries {
             let (chunk, _) = packed::locate(e.seq, ENTRIES_PER_KEY);
             load_chunk(
-                tree,
+                view,
                 &mut self.chunks,
                 g,
                 &mut loaded,
@@ -742,7 +874,7 @@ impl WriterCache {
             let (chunk, pos) = packed::locate(head.saturating_add(1), EVENTS_PER_KEY);
             if head > 0 && pos > 0 {
                 load_chunk(
-                    tree,
+                    view,
                     &mut self.chunks,
                     g,
                     &mut loaded,
@@ -777,9 +909,7 @@ impl WriterCache {
             let key = (ks::TIMELINE, p.id, chunk);
             let bytes = stored(scratch, e);
             g.chunks.entry(key).or_default().place(pos, &bytes);
-            if !touched.contains(&key) {
-                touched.push(key);
-            }
+            behind::journal_push(&mut g.journal, key, pos, &bytes);
             if audited(e) {
                 let hour = audit_hour(e);
                 let mut chunk = g.audit_tails.get(&hour).copied().unwrap_or_default();
@@ -872,19 +1002,23 @@ impl WriterCache {
             let (chunk, pos) = packed::locate(cursor, EVENTS_PER_KEY);
             let key = (ks::FEED_PACK, *account, chunk);
             let staged = g.chunks.entry(key).or_default();
-            match feed_ref(c, kind) {
-                Some(r) => staged.place(pos, &r.encode(c.at_ms)),
-                None => staged.place(pos, &value),
-            }
-            if !touched.contains(&key) {
-                touched.push(key);
-            }
+            let reference;
+            let item: &[u8] = match feed_ref(c, kind) {
+                Some(r) => {
+                    reference = r.encode(c.at_ms);
+                    &reference
+                }
+                None => &value,
+            };
+            staged.place(pos, item);
+            behind::journal_push(&mut g.journal, key, pos, item);
             items.push(FeedItem {
                 account_id: *account,
                 cursor,
                 event: Bytes::from_owner(value),
             });
         }
+        // The audit chunks are written with their group; timeline and feed chunks behind it.
         for key in touched {
             if let Some(chunk) = g.chunks.get(&key) {
                 let value = sled::IVec::from(&chunk.bytes[..]);
@@ -973,7 +1107,7 @@ impl Store {
     pub fn petition(&self, id: u64) -> Result<Option<Petition>> {
         match stored_record(self.keyspace(), id)? {
             Some(mut p) => {
-                catch_up(self.keyspace(), &mut p)?;
+                catch_up(self.chunks(), &mut p)?;
                 Ok(Some(p))
             }
             None => Ok(None),
@@ -983,12 +1117,12 @@ impl Store {
     /// Up to `limit` timeline entries of a petition with a sequence number above `after_seq`.
     pub fn entries(&self, petition_id: u64, after_seq: u64, limit: usize) -> Result<Vec<Entry>> {
         let first = after_seq.saturating_add(1);
-        let start = pkey2(ks::TIMELINE, petition_id, first / ENTRIES_PER_KEY);
-        let end = pkey2(ks::TIMELINE, petition_id, u64::MAX);
         let mut out = Vec::new();
-        for item in self.keyspace().range(start..=end) {
-            let (k, v) = item?;
-            let chunk = pkey_u64(&k, 1)?;
+        for item in self
+            .chunks()
+            .from(ks::TIMELINE, petition_id, first / ENTRIES_PER_KEY)
+        {
+            let (chunk, v) = item?;
             for (pos, bytes) in (0u64..).zip(packed::items(&v)) {
                 let bytes = bytes?;
                 let seq = chunk.saturating_mul(ENTRIES_PER_KEY).saturating_add(pos);
@@ -1021,7 +1155,7 @@ impl Store {
         client_msg_id: &str,
     ) -> Result<Option<Vec<u8>>> {
         let mut found = None;
-        visit_sent(self.keyspace(), petition_id, |e| {
+        visit_sent(self.chunks(), petition_id, |e| {
             if e.author_id == account_id && e.client_msg_id == client_msg_id {
                 found = Some(message_ack(petition_id, e.seq, e.at_ms));
                 return ControlFlow::Break(());
@@ -1242,6 +1376,7 @@ mod tests {
         let CommitResult::Done(items) = store.commit(&c).unwrap() else {
             panic!("duplicate")
         };
+        store.write_out_now();
         let stored = |account, cursor: u64| {
             let (chunk, pos) = packed::locate(cursor, EVENTS_PER_KEY);
             let value = store
@@ -1511,6 +1646,18 @@ mod tests {
         }
     }
 
+    /// A writer's memory of the tree as at a start.
+    fn fresh_cache(tree: &sled::Tree) -> WriterCache {
+        WriterCache::recover(tree, Arc::new(Overlay::default()), behind::WINDOW).unwrap()
+    }
+
+    /// Applies a staged group as the writer does; with `all`, writing out every chunk.
+    fn apply(cache: &mut WriterCache, tree: &sled::Tree, g: &mut Group, all: bool) {
+        cache.finish(g, std::time::Instant::now(), all);
+        tree.apply_batch(std::mem::take(&mut g.batch)).unwrap();
+        cache.applied(g);
+    }
+
     fn ack_of(bytes: &[u8]) -> (u64, u64, i64) {
         let ack = lianxin_protocol::v1::MessageAck::decode(bytes).unwrap();
         (ack.petition_id, ack.seq, ack.at_ms)
@@ -1542,7 +1689,8 @@ mod tests {
         assert_eq!(store.entries(1, 0, 10).unwrap().len(), 3);
         assert_eq!(store.feed_head(100).unwrap(), 3);
         // A writer that starts afresh (a restart) reads the ids back from the timeline.
-        let mut cache = WriterCache::default();
+        store.write_out_now();
+        let mut cache = fresh_cache(tree);
         let mut g = Group::default();
         match cache
             .stage(tree, &sent(5, 7, "c-1", 3_000), &mut g)
@@ -1565,8 +1713,7 @@ mod tests {
             CommitResult::Duplicate(ack) => assert_eq!(ack_of(&ack), (1, 5, 3_000)),
             CommitResult::Done(_) => panic!("stored twice"),
         }
-        tree.apply_batch(g.batch).unwrap();
-        cache.applied(&mut g.chunks);
+        apply(&mut cache, tree, &mut g, true);
         // ... and the next group finds it in the writer's ids.
         let mut g = Group::default();
         match cache
@@ -1613,20 +1760,23 @@ mod tests {
         store.commit(&c).unwrap();
         assert_eq!(raw().last_seq, 4);
         assert_eq!(raw().state, PetitionState::Responded as i32);
-        // A plain message writes its entry and its feeds' chunks, nothing else.
-        let mut cache = WriterCache::default();
+        // A plain message writes only its group's journal record.
+        store.write_out_now();
+        let mut cache = fresh_cache(tree);
         let mut g = Group::default();
         let mut c = sent(5, 100, "c-5", 5_000);
         c.petition.set_state(PetitionState::Responded);
         cache.stage(tree, &c, &mut g).unwrap();
-        assert_eq!(g.writes, 3);
+        assert_eq!(g.writes, 0);
+        cache.finish(&mut g, std::time::Instant::now(), false);
+        assert_eq!(g.writes, 1);
         // A commit whose time does not come from its entry keeps the record exact.
         let mut g = Group::default();
         let mut c = sent(5, 100, "c-6", 5_000);
         c.petition.set_state(PetitionState::Responded);
         c.petition.updated_at_ms = 5_001;
         cache.stage(tree, &c, &mut g).unwrap();
-        assert_eq!(g.writes, 4);
+        assert_eq!(g.writes, 1);
     }
 
     #[test]
@@ -1801,9 +1951,11 @@ mod tests {
                 .unwrap();
         };
         message(&p, vec![100, 7]);
+        store.write_out_now();
         let before = store.keyspace().len();
         p.last_seq = 2;
         message(&p, vec![100]);
+        store.write_out_now();
         // No key more: the entry and both events join their chunks; the indexes and
         // participants are untouched.
         assert_eq!(store.keyspace().len(), before);
@@ -1815,12 +1967,10 @@ mod tests {
         assert_eq!(store.open_petitions(5).unwrap().len(), 1);
     }
 
-    #[test]
-    fn the_writer_keeps_only_open_chunks_and_they_match_the_tree() {
-        let store = Store::temporary().unwrap();
-        let tree = store.keyspace();
-        let mut cache = WriterCache::default();
-        // 20 messages, one group each, as the writer runs them: stage, apply, keep.
+    /// 20 messages to petition 1, each in a group of its own, staged and applied as the writer
+    /// does (nothing past the write-behind window); returns the writer's memory.
+    fn twenty_groups(tree: &sled::Tree) -> WriterCache {
+        let mut cache = fresh_cache(tree);
         for seq in 1..=20u64 {
             let e = text(1, seq, "路灯");
             let mut g = Group::default();
@@ -1837,21 +1987,61 @@ mod tests {
                 )
                 .unwrap();
             assert!(matches!(result, CommitResult::Done(_)));
-            tree.apply_batch(g.batch).unwrap();
-            cache.applied(&mut g.chunks);
+            apply(&mut cache, tree, &mut g, false);
         }
-        // Timeline chunk 0 (entries 0-15) is full and not kept; chunk 1 and both feeds' chunk 0
-        // are open and kept, byte for byte as stored.
+        cache
+    }
+
+    /// What a view of the tree and this overlay reads back of petition 1 and feeds 100 and 7.
+    fn read_back(tree: &sled::Tree, overlay: &Overlay) -> (Vec<u64>, u64, u64) {
+        let view = Chunks { tree, overlay };
+        let mut seqs = Vec::new();
+        for chunk in view.from(ks::TIMELINE, 1, 0) {
+            for item in packed::items(&chunk.unwrap().1) {
+                let item = item.unwrap();
+                if !item.is_empty() {
+                    seqs.push(Entry::decode(item).unwrap().seq);
+                }
+            }
+        }
+        (
+            seqs,
+            stored_head(view, 100).unwrap(),
+            stored_head(view, 7).unwrap(),
+        )
+    }
+
+    #[test]
+    fn chunks_are_written_when_full_or_written_out_and_their_journal_goes() {
+        let store = Store::temporary().unwrap();
+        let tree = store.keyspace();
+        let mut cache = twenty_groups(tree);
+        // Timeline chunk 0 (entries 0-15) filled up and was written; chunk 1 and both feeds'
+        // chunk 0 are dirty: kept, shown to readers, and not in the tree.
         let mut kept: Vec<ChunkKey> = cache.chunks.map.keys().copied().collect();
         kept.sort_unstable();
-        assert_eq!(
-            kept,
-            vec![
-                (ks::TIMELINE, 1, 1),
-                (ks::FEED_PACK, 7, 0),
-                (ks::FEED_PACK, 100, 0)
-            ]
-        );
+        let dirty = vec![
+            (ks::TIMELINE, 1, 1),
+            (ks::FEED_PACK, 7, 0),
+            (ks::FEED_PACK, 100, 0),
+        ];
+        assert_eq!(kept, dirty);
+        assert_eq!(cache.dirty.len(), 3);
+        assert_eq!(cache.overlay.len(), 3);
+        assert!(tree.get(pkey2(ks::TIMELINE, 1, 0)).unwrap().is_some());
+        for key in &dirty {
+            assert!(tree.get(pkey2(key.0, key.1, key.2)).unwrap().is_none());
+        }
+        // Every group's record is still needed: each touched a chunk that is still dirty.
+        assert_eq!(tree.scan_prefix([ks::JOURNAL]).count(), 20);
+        let all: Vec<u64> = (1..=20).collect();
+        assert_eq!(read_back(tree, &cache.overlay), (all.clone(), 20, 20));
+        // Written out: the tree holds the kept chunks byte for byte, no journal is left, and
+        // readers see the same without the overlay.
+        apply(&mut cache, tree, &mut Group::default(), true);
+        assert!(cache.is_clean());
+        assert_eq!(cache.overlay.len(), 0);
+        assert_eq!(tree.scan_prefix([ks::JOURNAL]).count(), 0);
         for (key, chunk) in &cache.chunks.map {
             let stored = tree.get(pkey2(key.0, key.1, key.2)).unwrap().unwrap();
             assert_eq!(&stored[..], &chunk.bytes[..], "{key:?}");
@@ -1859,9 +2049,51 @@ mod tests {
         }
         let bytes: usize = cache.chunks.map.values().map(|c| c.bytes.len()).sum();
         assert_eq!(cache.chunks.bytes, bytes);
-        assert_eq!(store.entries(1, 0, 100).unwrap().len(), 20);
-        cache.forget();
+        assert_eq!(read_back(tree, &Overlay::default()), (all, 20, 20));
+        cache.forget(tree).unwrap();
         assert!(cache.chunks.map.is_empty());
         assert_eq!(cache.chunks.bytes, 0);
+    }
+
+    #[test]
+    fn after_a_crash_the_journal_brings_back_every_unwritten_item() {
+        let store = Store::temporary().unwrap();
+        let tree = store.keyspace();
+        // The writer's memory is lost with its dirty chunks (a crash).
+        drop(twenty_groups(tree));
+        let all: Vec<u64> = (1..=20).collect();
+        // The tree alone lacks them ...
+        let (seqs, head_100, _) = read_back(tree, &Overlay::default());
+        assert_eq!((seqs.len(), head_100), (15, 0));
+        // ... and a writer starting on it replays them from the journal records.
+        let mut cache = fresh_cache(tree);
+        assert_eq!(cache.dirty.len(), 3);
+        assert_eq!(read_back(tree, &cache.overlay), (all.clone(), 20, 20));
+        // It goes on from there: a message after the restart takes the next numbers.
+        let e = text(1, 21, "修好了");
+        let mut g = Group::default();
+        let result = cache
+            .stage(
+                tree,
+                &Commit {
+                    petition: petition(1, 7, PetitionState::Submitted, 21),
+                    entries: vec![e.clone()],
+                    feed: vec![(100, added(&e))],
+                    ..Default::default()
+                },
+                &mut g,
+            )
+            .unwrap();
+        match result {
+            CommitResult::Done(items) => assert_eq!(items[0].cursor, 21),
+            CommitResult::Duplicate(_) => panic!("not a resend"),
+        }
+        apply(&mut cache, tree, &mut g, false);
+        // A second crash before anything was written replays old and new records alike.
+        drop(cache);
+        let cache = fresh_cache(tree);
+        let (seqs, head_100, head_7) = read_back(tree, &cache.overlay);
+        assert_eq!(seqs, (1..=21).collect::<Vec<u64>>());
+        assert_eq!((head_100, head_7), (21, 20));
     }
 }

@@ -119,6 +119,9 @@ pub mod ks {
     /// delivery id → `petitions::PendingReview`: a bad review the webhook has not delivered yet,
     /// written with the rating's commit and removed once delivered or given up.
     pub const WEBHOOK: u8 = 0x0f;
+    /// group number → the items one group commit placed into timeline and feed chunks, which
+    /// are written behind it (`crate::behind`); deleted once those chunks are written.
+    pub const JOURNAL: u8 = 0x10;
 }
 
 /// The trees of schema version 2 that version 3 merged into [`Trees::petition_keyspace`], with
@@ -249,6 +252,7 @@ pub fn ks_name(prefix: u8) -> Option<&'static str> {
         ks::FEED_PACK => "feed_pack",
         ks::WEBHOOK => "webhook",
         ks::AUDIT_PACK => "audit_pack",
+        ks::JOURNAL => "journal",
         _ => return None,
     })
 }

@@ -150,6 +150,10 @@ struct Session {
     unflushed: bool,
     /// After a refusal for the rate, nothing more is read from the socket until then.
     reads_paused_until: Option<tokio::time::Instant>,
+    /// Live events that arrived ahead of a cursor not yet sent, by cursor.
+    ahead: std::collections::BTreeMap<u64, Bytes>,
+    /// When the missing cursor is read from storage if it has not arrived live by then.
+    gap_deadline: Option<tokio::time::Instant>,
 }
 
 /// Account already signed in by the `Authorization` header.
@@ -183,6 +187,8 @@ pub async fn run(ws: WebSocket, app: AppState, peer: std::net::SocketAddr, pre: 
             requests,
             unflushed: false,
             reads_paused_until: None,
+            ahead: std::collections::BTreeMap::new(),
+            gap_deadline: None,
         };
         let mut ending = None;
         if let Some(pre) = pre
@@ -213,6 +219,12 @@ fn secs(n: u64) -> Duration {
 
 /// Live events queued at once after a step of the main loop, before the write.
 const DRAIN_AT_ONCE: usize = 64;
+
+/// Live events kept while one before them is missing; past that the gap is read from storage.
+const MAX_AHEAD: usize = 64;
+
+/// How long a missing live event is waited for before it is read from storage.
+const GAP_WAIT: Duration = Duration::from_millis(50);
 
 /// The outcome of a timed write: a failed socket ends the session silently, a timeout ends it as
 /// a slow consumer.
@@ -319,8 +331,14 @@ impl Session {
             let authed = self.authed.is_some();
             let signals = self.authed.as_ref().map(|a| a.registration.signals.clone());
             let paused = self.reads_paused_until;
+            let gap = self.gap_deadline;
             tokio::select! {
                 _ = reads_resume(paused) => self.reads_paused_until = None,
+                _ = reads_resume(gap) => {
+                    if let Err(e) = self.close_gap().await {
+                        return e;
+                    }
+                }
                 incoming = self.ws.next(), if paused.is_none() => match incoming {
                     Some(Ok(msg)) => {
                         self.last_seen = Instant::now();
@@ -711,6 +729,8 @@ impl Session {
                 }
                 self.cursor = Some(s.after_cursor);
                 self.catching_up = true;
+                self.ahead.clear();
+                self.gap_deadline = None;
                 Ok(R::Subscribed(Subscribed { head_cursor: head }))
             }
             Request::SubmitPetition(s) => {
@@ -908,9 +928,17 @@ impl Session {
                     return Ok(());
                 }
                 if item.cursor == last + 1 {
-                    self.send_event(item.cursor, &item.event).await
+                    self.send_event(item.cursor, &item.event).await?;
+                    self.send_ahead().await
+                } else if self.ahead.len() < MAX_AHEAD {
+                    // Two petitions' events of one group may reach the hub in either order: the
+                    // missing one is usually a moment behind, so this one waits for it.
+                    self.ahead.insert(item.cursor, item.event.clone());
+                    self.gap_deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + GAP_WAIT);
+                    Ok(())
                 } else {
-                    self.fill(Some(item.cursor)).await
+                    self.close_gap().await
                 }
             }
             Some(Push::Revoked) => Err(Some(Ending {
@@ -954,8 +982,38 @@ impl Session {
             && !self.catching_up
         {
             self.fill(None).await?;
+            self.send_ahead().await?;
         }
         Ok(())
+    }
+
+    /// Sends the events waiting ahead that now follow the last one sent; drops those already
+    /// sent.
+    async fn send_ahead(&mut self) -> Result<(), Option<Ending>> {
+        while let Some(entry) = self.ahead.first_entry() {
+            let Some(last) = self.cursor else {
+                break;
+            };
+            let cursor = *entry.key();
+            if cursor > last + 1 {
+                return Ok(()); // still a gap: the deadline stands
+            }
+            let event = entry.remove();
+            if cursor == last + 1 {
+                self.send_event(cursor, &event).await?;
+            }
+        }
+        self.gap_deadline = None;
+        Ok(())
+    }
+
+    /// Reads the missing events from storage, up to the newest one waiting ahead, then sends
+    /// what still waits.
+    async fn close_gap(&mut self) -> Result<(), Option<Ending>> {
+        self.gap_deadline = None;
+        let until = self.ahead.last_key_value().map(|(&c, _)| c);
+        self.fill(until).await?;
+        self.send_ahead().await
     }
 
     /// Sends stored feed events after the last one sent, up to `until` (or the newest).

@@ -15,6 +15,7 @@
 //! - [`petitions`]: petitions, their timelines, read marks, indexes and the atomic [`Commit`].
 //! - [`media`]: content-addressed media files beside the database and their metadata.
 //! - [`feed`]: per-account ordered event feeds with cursors.
+//! - [`behind`]: timeline and feed chunks written behind their group, its journal and replay.
 //! - [`durability`]: the single writer: commits are applied in order, a group at a time, as one
 //!   batch, and share one flush to disk.
 //!

@@ -38,7 +38,7 @@ use crate::{Result, StoreError};
 pub const WINDOW: Duration = Duration::from_secs(1);
 
 /// Bytes of dirty chunks above which the writer writes the oldest ones, whatever their age.
-pub const MAX_DIRTY_BYTES: usize = 32 << 20;
+pub const MAX_DIRTY_BYTES: usize = 16 << 20;
 
 /// Whether chunks of this prefix are written behind.
 pub(crate) fn is_behind(prefix: u8) -> bool {

@@ -282,7 +282,8 @@ fn stored_client_ids(chunks: Chunks<'_>, petition_id: u64) -> Result<HashMap<u64
 const CACHED_PETITIONS: usize = 1 << 16;
 /// Feed heads kept before the writer's caches are emptied (at a group's start).
 const CACHED_HEADS: usize = 1 << 18;
-/// Bytes of open timeline and feed chunks kept before that cache is emptied (at a group's start).
+/// Bytes of open timeline and feed chunks kept before that cache is emptied of all but the dirty
+/// ones (at a group's start); twice `behind::MAX_DIRTY_BYTES`, so that it is not emptied every group.
 const CACHED_CHUNK_BYTES: usize = 32 << 20;
 
 /// What the single writer remembers between commits. It is the keyspace's only writer, so none of

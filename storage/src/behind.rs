@@ -648,4 +648,18 @@ mod tests {
         // The oldest first.
         assert_eq!(d.oldest(), Some((ks::FEED_PACK, 0, 0)));
     }
+
+    #[test]
+    fn an_idle_writer_writes_out_a_window_after_its_last_group() {
+        let t0 = Instant::now();
+        let mut d = Dirty::default();
+        assert_eq!(d.idle_deadline(), None);
+        d.mark((ks::TIMELINE, 1, 0), 1, 10);
+        d.pace(t0, false);
+        assert_eq!(d.idle_deadline(), Some(t0 + WINDOW));
+        d.pace(t0 + WINDOW / 2, false);
+        assert_eq!(d.idle_deadline(), Some(t0 + WINDOW / 2 + WINDOW));
+        d.clean(&(ks::TIMELINE, 1, 0));
+        assert_eq!(d.idle_deadline(), None);
+    }
 }

@@ -363,8 +363,13 @@ impl WriterThread {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::new();
         loop {
-            // Idle for a window with chunks held behind: they are all written, without a commit.
-            let first = match self.cache.idle_deadline() {
+            // Idle for a window with chunks held behind: they are all written, without a commit
+            // (not by a writer that stopped writing: it would try again at once, forever).
+            let idle_deadline = match self.broken {
+                None => self.cache.idle_deadline(),
+                Some(_) => None,
+            };
+            let first = match idle_deadline {
                 None => match rx.recv() {
                     Ok(job) => job,
                     Err(_) => break,

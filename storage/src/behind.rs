@@ -22,8 +22,14 @@
 //! Readers see the dirty chunks through the [`Overlay`], which the writer publishes after each
 //! group is applied (before its flush, as the tree itself); [`Chunks`] reads a chunk from the
 //! overlay first and from the tree otherwise. The overlay is always at least as new as the tree.
+//!
+//! Schema migrations run before the writer starts, so before the journal is replayed: a future
+//! migration that rewrites timeline or feed chunks must replay it first (or write a folder's
+//! chunks out with a checkpoint under the old build). None does today.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -108,7 +114,7 @@ pub(crate) fn journal_key(n: u64) -> [u8; 9] {
 }
 
 /// (prefix, id) → its dirty chunks: (chunk number, bytes), sorted by number.
-type OverlayMap = HashMap<(u8, u64), Vec<(u64, sled::IVec)>>;
+type OverlayMap = FxHashMap<(u8, u64), Vec<(u64, sled::IVec)>>;
 
 /// The dirty chunks as readers may see them.
 #[derive(Default)]
@@ -286,7 +292,7 @@ struct DirtyChunk {
 
 /// The writer's account of dirty chunks and stored journal records.
 pub(crate) struct Dirty {
-    chunks: HashMap<ChunkKey, DirtyChunk>,
+    chunks: FxHashMap<ChunkKey, DirtyChunk>,
     /// (chunk, journal) in the order chunks became dirty; entries whose chunk has since been
     /// written (or written and dirtied again) are stale and skipped.
     order: VecDeque<(ChunkKey, u64)>,
@@ -307,7 +313,7 @@ pub(crate) struct Dirty {
 impl Default for Dirty {
     fn default() -> Self {
         Dirty {
-            chunks: HashMap::new(),
+            chunks: FxHashMap::default(),
             order: VecDeque::new(),
             journals: VecDeque::new(),
             next_journal: 1,
@@ -451,12 +457,12 @@ pub(crate) fn recover(
     tree: &sled::Tree,
     overlay: &Overlay,
     window: Duration,
-) -> Result<(HashMap<ChunkKey, Chunk>, Dirty)> {
+) -> Result<(FxHashMap<ChunkKey, Chunk>, Dirty)> {
     let mut dirty = Dirty {
         window,
         ..Dirty::default()
     };
-    let mut chunks: HashMap<ChunkKey, Chunk> = HashMap::new();
+    let mut chunks: FxHashMap<ChunkKey, Chunk> = FxHashMap::default();
     for record in tree.scan_prefix([ks::JOURNAL]) {
         let (k, v) = record?;
         let n = pkey_u64(&k, 0)?;

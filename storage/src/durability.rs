@@ -12,7 +12,7 @@
 //! Feed events a group appended are hidden from readers until its flush has returned
 //! ([`Floors`]), so that a session never delivers an event that a crash could take back.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, OnceLock, RwLock, mpsc};
 
 use tokio::sync::oneshot;
@@ -131,7 +131,7 @@ impl Reply {
 /// to be on disk. Readers cap what they return at it; the writer clears it after every
 /// successful flush (everything applied before is then on disk).
 #[derive(Default)]
-pub(crate) struct Floors(RwLock<HashMap<u64, u64>>);
+pub(crate) struct Floors(RwLock<FxHashMap<u64, u64>>);
 
 impl Floors {
     /// The newest cursor of this account that may be shown, if some of its events are not yet on

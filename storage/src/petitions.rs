@@ -6,6 +6,7 @@ use bytes::Bytes;
 use lianxin_protocol::v1::{
     AuditRecord, Entry, Petition, PetitionState, Rating, ReadMark, entry, event,
 };
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
@@ -295,9 +296,9 @@ pub(crate) struct WriterCache {
     /// The dirty chunks as readers see them.
     overlay: Arc<Overlay>,
     /// account id → its newest feed cursor (staged or stored).
-    heads: HashMap<u64, u64>,
+    heads: FxHashMap<u64, u64>,
     /// petition id → its stored (or staged) index keys and known participants.
-    petitions: HashMap<u64, Known>,
+    petitions: FxHashMap<u64, Known>,
     /// Timeline and feed chunks that are not full yet, as stored or dirty (dirty ones are kept
     /// until written).
     chunks: ChunkCache,
@@ -320,9 +321,9 @@ pub(crate) struct Group {
     pub(crate) redo: Option<Vec<u8>>,
     /// The packed chunks (`ks::TIMELINE`, `ks::FEED_PACK`) this group has written, as staged:
     /// the next commit of the group appends to these, not to what the tree holds.
-    pub(crate) chunks: HashMap<ChunkKey, Chunk>,
+    pub(crate) chunks: FxHashMap<ChunkKey, Chunk>,
     /// hour → the audit chunk of that hour this group appends to (`ks::AUDIT_PACK`).
-    audit_tails: HashMap<u64, u64>,
+    audit_tails: FxHashMap<u64, u64>,
     /// The group's journal record: every item it placed into timeline and feed chunks.
     journal: Vec<u8>,
     /// Dirty chunks written by this group that it did not change.
@@ -456,7 +457,7 @@ fn load_chunk(
 /// the next entry or event goes there, so it need not be read back from the tree.
 #[derive(Default)]
 struct ChunkCache {
-    map: HashMap<ChunkKey, Chunk>,
+    map: FxHashMap<ChunkKey, Chunk>,
     /// Bytes held in `map`.
     bytes: usize,
 }
@@ -602,8 +603,8 @@ impl WriterCache {
         let mut cache = WriterCache {
             dirty,
             overlay,
-            heads: HashMap::new(),
-            petitions: HashMap::new(),
+            heads: FxHashMap::default(),
+            petitions: FxHashMap::default(),
             chunks: ChunkCache::default(),
             scratch: Vec::new(),
         };

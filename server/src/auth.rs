@@ -199,11 +199,18 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// A new random 256-bit token, URL-safe base64.
+/// What every token begins with: a token is often passed on a command line, where one that
+/// began with `-` (1 in 64 of bare base64url strings) would be read as an option.
+pub const TOKEN_PREFIX: &str = "lx";
+
+/// A new random 256-bit token: [`TOKEN_PREFIX`], then URL-safe base64.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    let mut token = String::with_capacity(TOKEN_PREFIX.len() + 43);
+    token.push_str(TOKEN_PREFIX);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(bytes, &mut token);
+    token
 }
 
 /// A PHC hash that never matches, verified against unknown logins so that their timing matches
@@ -477,6 +484,11 @@ mod tests {
         let store = Store::temporary().unwrap();
         let s = start_session(&store, 7, "phone", 1_000, 10_000).unwrap();
         assert_ne!(new_token(), s.token);
+        // Never taken for a command-line option.
+        for _ in 0..256 {
+            let t = new_token();
+            assert!(t.starts_with(TOKEN_PREFIX) && t.len() == 45, "{t}");
+        }
         assert!(store.session(&s.token_hash).unwrap().is_some());
         assert_eq!(s.token_hash, token_hash(&s.token));
         // Valid now, rejected once expired, and the expired session is deleted.

@@ -823,6 +823,19 @@ impl WriterCache {
                 }
             }
         }
+        // Whether the stored record is the commit's but for its progress: compared in place (the
+        // kept copy takes the commit's progress for the comparison), not on a clone.
+        let same_record = match self.petitions.get_mut(&p.id) {
+            Some(k) => {
+                k.record.last_seq = p.last_seq;
+                k.record.updated_at_ms = p.updated_at_ms;
+                let same = k.record == *p;
+                k.record.last_seq = 0;
+                k.record.updated_at_ms = 0;
+                same
+            }
+            None => false,
+        };
         let known = self.petitions.get(&p.id);
         let old = known.map(|k| k.facts);
         let known_participants = known.map(|k| k.participants.as_slice()).unwrap_or(&[]);
@@ -893,10 +906,9 @@ impl WriterCache {
         // record stays as it is.
         // Readers take the progress from the newest entry ([`catch_up`]), so the record is
         // left only when that gives exactly the commit's.
-        let record = progress_cleared(p.clone());
         let rewrite = match (known, c.entries.last()) {
             (Some(k), Some(e)) => {
-                k.record != record
+                !same_record
                     || e.seq != p.last_seq
                     || e.at_ms != p.updated_at_ms
                     || k.updated_at_ms > e.at_ms
@@ -1050,7 +1062,9 @@ impl WriterCache {
             .entry(p.id)
             .or_insert_with(|| Known::of(p.clone()));
         known.facts = new;
-        known.record = record;
+        if !same_record {
+            known.record = progress_cleared(p.clone());
+        }
         if rewrite {
             known.updated_at_ms = p.updated_at_ms;
         }

@@ -955,15 +955,17 @@ impl Session {
                 if item.cursor == last + 1 {
                     self.send_event(item.cursor, &item.event).await?;
                     self.send_ahead().await
-                } else if self.ahead.len() < MAX_AHEAD {
+                } else {
                     // Two petitions' events of one group may reach the hub in either order: the
-                    // missing one is usually a moment behind, so this one waits for it.
+                    // missing one is usually a moment behind, so this one waits for it (storage
+                    // fills the gap once too many wait).
                     self.ahead.insert(item.cursor, item.event.clone());
+                    if self.ahead.len() > MAX_AHEAD {
+                        return self.close_gap().await;
+                    }
                     self.gap_deadline
                         .get_or_insert_with(|| tokio::time::Instant::now() + GAP_WAIT);
                     Ok(())
-                } else {
-                    self.close_gap().await
                 }
             }
             Some(Push::Revoked) => Err(Some(Ending {

@@ -80,5 +80,13 @@ async fn live_events_handed_over_out_of_order_arrive_in_cursor_order() {
             .await
             .is_empty()
     );
+
+    // More events waiting than a session keeps (64) behind one that is missing: the gap is
+    // read from storage at once, and everything arrives in order, once.
+    let items = store_events(&server, worker_id, p.id, 80);
+    hub.deliver(&items[1..]);
+    let got = drain_events(&mut worker, Duration::from_millis(300)).await;
+    let cursors: Vec<u64> = got.iter().map(|e| e.cursor).collect();
+    assert_eq!(cursors, (head + 7..=head + 86).collect::<Vec<_>>());
     server.stop().await;
 }

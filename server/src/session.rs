@@ -1023,7 +1023,10 @@ impl Session {
             };
             let cursor = *entry.key();
             if cursor > last + 1 {
-                return Ok(()); // still a gap: the deadline stands
+                // Still a gap: it is waited for (again) and then read from storage.
+                self.gap_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + GAP_WAIT);
+                return Ok(());
             }
             let event = entry.remove();
             if cursor == last + 1 {

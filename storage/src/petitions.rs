@@ -485,16 +485,6 @@ impl ChunkCache {
     }
 }
 
-/// How many items a chunk of this prefix holds when full; `None` for chunks the writer does not
-/// keep between groups.
-fn chunk_capacity(prefix: u8) -> Option<usize> {
-    match prefix {
-        ks::TIMELINE => Some(ENTRIES_PER_KEY as usize),
-        ks::FEED_PACK => Some(EVENTS_PER_KEY as usize),
-        _ => None,
-    }
-}
-
 /// The stored record of a petition as written (its progress may lag its timeline).
 fn stored_record(tree: &sled::Tree, id: u64) -> Result<Option<Petition>> {
     match tree.get(pkey1(ks::PETITION, id))? {
@@ -714,17 +704,14 @@ impl WriterCache {
     /// the groups after it, and shows readers the dirty ones.
     pub(crate) fn applied(&mut self, g: &mut Group) {
         let mut published = Vec::new();
+        // Only timeline and feed chunks are kept between groups (audit chunks are not).
         for (key, chunk) in g.chunks.drain() {
-            let Some(capacity) = chunk_capacity(key.0) else {
+            if !behind::is_behind(key.0) {
                 continue;
-            };
-            if behind::is_behind(key.0) {
-                let dirty = self.dirty.contains(&key);
-                published.push((key, dirty.then(|| sled::IVec::from(&chunk.bytes[..]))));
-                if dirty || chunk.n < capacity {
-                    self.chunks.keep(key, chunk);
-                }
-            } else if chunk.n < capacity {
+            }
+            let dirty = self.dirty.contains(&key);
+            published.push((key, dirty.then(|| sled::IVec::from(&chunk.bytes[..]))));
+            if dirty || chunk.n < behind::capacity(key.0) {
                 self.chunks.keep(key, chunk);
             }
         }

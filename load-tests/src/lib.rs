@@ -24,6 +24,20 @@ pub mod schedule;
 pub mod spawn;
 pub mod target;
 
+/// The worker threads of the runtime this is called on (1 outside a multi-threaded runtime).
+pub fn runtime_threads() -> usize {
+    tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())
+}
+
+/// Builds this process's runtime: `threads` workers, or one per core with 0.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match &cli.command {

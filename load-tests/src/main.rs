@@ -2,8 +2,8 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = lianxin_load::cli::Cli::parse();
-    lianxin_load::run(cli).await
+    let runtime = lianxin_load::runtime(usize::from(cli.threads))?;
+    runtime.block_on(lianxin_load::run(cli))
 }

@@ -232,6 +232,8 @@ pub struct Report {
     pub server_process: Option<ProcessSummary>,
     /// This load generator over the whole run.
     pub load_generator: Option<ProcessSummary>,
+    /// The worker threads of this load generator's runtime.
+    pub load_generator_threads: usize,
     /// The whole machine over the whole run (to see whether anything else disturbed it).
     pub machine: Option<MachineSummary>,
     /// Caveats.
@@ -522,6 +524,7 @@ mod tests {
             details: serde_json::json!({}),
             server_process: None,
             load_generator: None,
+            load_generator_threads: 2,
             machine: None,
             notes: vec!["media does not exist yet".into()],
         };

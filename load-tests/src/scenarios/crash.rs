@@ -749,6 +749,7 @@ pub async fn run(common: &CommonArgs, args: &CrashArgs) -> anyhow::Result<Report
         }),
         server_process: None,
         load_generator: procstat::summarize(Some(std::process::id()), &my_samples),
+        load_generator_threads: crate::runtime_threads(),
         machine: None,
         notes,
     };

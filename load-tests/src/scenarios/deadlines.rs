@@ -1093,6 +1093,7 @@ mod tests {
         let cli = crate::cli::Cli::try_parse_from(["lianxin-load", "deadlines"]);
         let Ok(crate::cli::Cli {
             command: crate::cli::Command::Deadlines(args),
+            ..
         }) = cli
         else {
             panic!("deadlines parses");

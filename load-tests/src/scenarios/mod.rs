@@ -238,14 +238,15 @@ pub async fn run_once(
         figures: Default::default(),
         details,
         load_generator,
+        load_generator_threads: crate::runtime_threads(),
         machine,
         notes,
     };
-    report.notes.push(
-        "the load generator shares the machine's cores with the target; its own CPU use is in \
-         load_generator"
-            .to_owned(),
-    );
+    report.notes.push(format!(
+        "the load generator ({} runtime threads) shares the machine's cores with the target; \
+             its own CPU use is in load_generator",
+        report.load_generator_threads
+    ));
     report.index_figures();
     Ok(report)
 }

@@ -32,6 +32,9 @@ pub struct Config {
     pub node_id: u16,
     /// sled page-cache size in MiB (sled may use several times this; see docs/durability.md).
     pub cache_capacity_mb: u64,
+    /// Milliseconds a timeline or feed chunk stays, on average, in the writer's memory behind
+    /// its journal before it is written (0: with its group; at most 60,000; see docs/durability.md).
+    pub write_behind_ms: u64,
     /// Limits.
     pub limits: Limits,
     /// Deadlines, reminders and escalation (see docs/supervision.md).
@@ -202,6 +205,7 @@ impl Default for Config {
             seed_demo: true,
             node_id: 0,
             cache_capacity_mb: 256,
+            write_behind_ms: 1000,
             limits: Limits::default(),
             supervision: SupervisionConfig::default(),
             supervision_tick_ms: 250,

@@ -71,6 +71,7 @@ impl Server {
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.cache_capacity = config.cache_capacity_mb.saturating_mul(1024 * 1024);
         store_config.node_id = config.node_id;
+        store_config.write_behind = Duration::from_millis(config.write_behind_ms.min(60_000));
         let store = Store::open(&store_config)?;
         let seeded = if config.seed_demo {
             seed::seed_if_empty(&store, clock.now_ms())

@@ -203,11 +203,13 @@ fn gone() -> StoreError {
 impl Writer {
     /// Starts the writer thread for this database and its petition keyspace; `checkpoints`
     /// (absent for temporary stores) are taken with every group that writes (the file is
-    /// `fsync`ed at most [`crate::checkpoint::SYNC_EVERY`] apart).
+    /// `fsync`ed at most [`crate::checkpoint::SYNC_EVERY`] apart); chunks stay `write_behind`
+    /// behind their journal on average.
     pub(crate) fn start(
         db: sled::Db,
         keyspace: sled::Tree,
         checkpoints: Option<crate::checkpoint::Checkpoints>,
+        write_behind: std::time::Duration,
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let floors = Arc::new(Floors::default());
@@ -215,7 +217,7 @@ impl Writer {
         let redo = RedoSlot::default();
         let answerer = Arc::new(Answerer::default());
         let overlay = Arc::new(Overlay::default());
-        let cache = WriterCache::recover(&keyspace, overlay.clone(), crate::behind::WINDOW)?;
+        let cache = WriterCache::recover(&keyspace, overlay.clone(), write_behind)?;
         let thread = WriterThread {
             failure: failure.clone(),
             redo: redo.clone(),

@@ -127,6 +127,9 @@ pub struct StoreConfig {
     pub cache_capacity: u64,
     /// Node number put in the top 16 bits of every id, so that nodes never hand out the same id.
     pub node_id: u16,
+    /// How long, on average, a timeline or feed chunk stays in the writer's memory behind its
+    /// journal records before it is written (zero: every chunk is written with its group).
+    pub write_behind: std::time::Duration,
 }
 
 impl StoreConfig {
@@ -136,6 +139,7 @@ impl StoreConfig {
             path: path.into(),
             cache_capacity: 256 * 1024 * 1024,
             node_id: 0,
+            write_behind: behind::WINDOW,
         }
     }
 }
@@ -222,18 +226,24 @@ impl Store {
             config.path.clone(),
             config.path.join("media"),
             Some(checkpoints),
+            config.write_behind,
         )
     }
 
     /// Opens a throw-away store in a temporary folder (for tests and benchmarks).
     pub fn temporary() -> Result<Store> {
+        Self::temporary_with(behind::WINDOW)
+    }
+
+    /// Opens a throw-away store whose chunks stay `write_behind` behind their journal.
+    pub fn temporary_with(write_behind: std::time::Duration) -> Result<Store> {
         let db = sled::Config::new().temporary(true).open()?;
         let media_dir = std::env::temp_dir().join(format!(
             "lianxin-media-{}-{}",
             std::process::id(),
             TEMP_STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        Self::start(db, 0, PathBuf::new(), media_dir, None)
+        Self::start(db, 0, PathBuf::new(), media_dir, None, write_behind)
     }
 
     /// Checks and migrates the schema, then starts the writer.
@@ -243,6 +253,7 @@ impl Store {
         path: PathBuf,
         media_dir: PathBuf,
         checkpoints: Option<checkpoint::Checkpoints>,
+        write_behind: std::time::Duration,
     ) -> Result<Store> {
         let trees = trees::Trees::open(&db)?;
         check_schema(&db, &trees)?;
@@ -256,6 +267,7 @@ impl Store {
                 db.clone(),
                 trees.petition_keyspace.clone(),
                 checkpoints,
+                write_behind,
             )?,
             db,
             trees,

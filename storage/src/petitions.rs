@@ -2058,6 +2058,60 @@ mod tests {
         assert_eq!(cache.chunks.bytes, 0);
     }
 
+    /// Commits messages 1..=3 of petition 1 (feeds of accounts 100 and 7).
+    fn three_messages(store: &Store) {
+        for seq in 1..=3 {
+            store
+                .commit(&sent(seq, 100, &format!("c-{seq}"), 1_000 * seq as i64))
+                .unwrap();
+        }
+    }
+
+    /// Whether the tree alone (no writer memory) holds all of `three_messages` and no journal.
+    fn written_out(tree: &sled::Tree) -> bool {
+        tree.scan_prefix([ks::JOURNAL]).next().is_none()
+            && read_back(tree, &Overlay::default()) == (vec![1, 2, 3], 3, 3)
+    }
+
+    #[test]
+    fn with_no_write_behind_every_chunk_goes_with_its_group() {
+        let store = Store::temporary_with(std::time::Duration::ZERO).unwrap();
+        three_messages(&store);
+        // Each commit returned durable, and nothing was left behind for later.
+        assert!(written_out(store.keyspace()));
+        assert_eq!(store.chunks().overlay.len(), 0);
+    }
+
+    #[test]
+    fn an_idle_writer_writes_its_chunks_out_a_window_after_its_last_group() {
+        let tree_has_all = |store: &Store| {
+            // The writer works on its own thread: wait (bounded) for what it must do unasked.
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::time::Instant::now() < give_up {
+                if written_out(store.keyspace()) {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            false
+        };
+        let store = Store::temporary_with(std::time::Duration::from_millis(20)).unwrap();
+        three_messages(&store);
+        assert!(
+            tree_has_all(&store),
+            "an idle writer left chunks or journal records behind"
+        );
+        assert_eq!(store.chunks().overlay.len(), 0);
+        // With a long window the same three stay behind (readers see them through the overlay).
+        let store = Store::temporary_with(std::time::Duration::from_secs(60)).unwrap();
+        three_messages(&store);
+        assert!(!written_out(store.keyspace()));
+        assert_eq!(
+            read_back(store.keyspace(), store.chunks().overlay),
+            (vec![1, 2, 3], 3, 3)
+        );
+    }
+
     #[test]
     fn after_a_crash_the_journal_brings_back_every_unwritten_item() {
         let store = Store::temporary().unwrap();

@@ -68,11 +68,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         // A bad certificate is found before storage is opened.
         let tls = crate::transport::tls_acceptor(&config.tls)?;
-        let mut store_config = StoreConfig::new(&config.data_dir);
-        store_config.cache_capacity = config.cache_capacity_mb.saturating_mul(1024 * 1024);
-        store_config.node_id = config.node_id;
-        store_config.write_behind = Duration::from_millis(config.write_behind_ms.min(60_000));
-        let store = Store::open(&store_config)?;
+        let store = Store::open(&store_config(&config))?;
         let seeded = if config.seed_demo {
             seed::seed_if_empty(&store, clock.now_ms())
                 .map_err(|e| ServerError::Seed(e.to_string()))?
@@ -189,5 +185,45 @@ impl Server {
         self.county.store().checkpoint().await?;
         tracing::info!("storage flushed; bye");
         Ok(())
+    }
+}
+
+/// The storage settings of a server configuration.
+fn store_config(config: &Config) -> StoreConfig {
+    let mut store = StoreConfig::new(&config.data_dir);
+    store.cache_capacity = config.cache_capacity_mb.saturating_mul(1024 * 1024);
+    store.node_id = config.node_id;
+    store.write_behind = Duration::from_millis(config.write_behind_ms.min(MAX_WRITE_BEHIND_MS));
+    store
+}
+
+/// The longest write-behind window a configuration may ask for; longer ones are taken as this.
+const MAX_WRITE_BEHIND_MS: u64 = 60_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_settings_follow_the_configuration() {
+        let mut config = Config {
+            cache_capacity_mb: 3,
+            node_id: 9,
+            write_behind_ms: 250,
+            ..Config::default()
+        };
+        let store = store_config(&config);
+        assert_eq!(store.cache_capacity, 3 * 1024 * 1024);
+        assert_eq!(store.node_id, 9);
+        assert_eq!(store.write_behind, Duration::from_millis(250));
+        assert_eq!(store.path, config.data_dir);
+        config.write_behind_ms = 0;
+        assert_eq!(store_config(&config).write_behind, Duration::ZERO);
+        config.write_behind_ms = u64::MAX;
+        assert_eq!(store_config(&config).write_behind, Duration::from_secs(60));
+        assert_eq!(
+            store_config(&Config::default()).write_behind,
+            lianxin_storage::behind::WINDOW
+        );
     }
 }

@@ -9,8 +9,9 @@
 //! later with everything they gathered meanwhile:
 //! - as soon as they are full (they never change again);
 //! - paced: each group writes the oldest dirty chunks at a rate that writes every dirty chunk
-//!   once per write-behind window ([`WINDOW`]), so the writes spread evenly over the groups
-//!   instead of falling due together;
+//!   once per write-behind window ([`crate::StoreConfig::write_behind`], [`WINDOW`] by default),
+//!   so the writes spread evenly over the groups instead of falling due together (a zero window
+//!   writes every chunk with its group);
 //! - the oldest first whenever the dirty chunks pass [`MAX_DIRTY_BYTES`];
 //! - all of them when the writer has been idle for a window, at a checkpoint, and when it stops.
 //!
@@ -40,7 +41,7 @@ use crate::petitions::{Chunk, ChunkKey};
 use crate::trees::{ks, pkey_u64, pkey1, pkey2};
 use crate::{Result, StoreError};
 
-/// How long a chunk may stay dirty before the writer writes it.
+/// The default write-behind window: how long, on average, a chunk stays dirty under a steady load.
 pub const WINDOW: Duration = Duration::from_secs(1);
 
 /// Bytes of dirty chunks above which the writer writes the oldest ones, whatever their age.

@@ -15,8 +15,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "lianxin-load", version, about, long_about)]
 pub struct Cli {
     /// Worker threads of this process (0: one per core). One thread interferes less with a
-    /// target on the same small machine, but caps the generator at one core (about 25,000
-    /// messages a second in `steady`): see load-tests/README.md.
+    /// target on the same small machine, but caps the generator at one core: see
+    /// load-tests/README.md.
     #[arg(long, global = true, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub threads: u16,
     /// What to run.
